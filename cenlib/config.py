@@ -1,0 +1,224 @@
+"""The run configuration: one YAML file, validated once, frozen afterwards.
+
+Every stage receives a :class:`RunConfig` (or one of its parts) and never reads YAML itself.
+Errors name the file, the dotted key and the offending value, and say how to fix them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# An area of interest: lon/lat bounding box in EPSG:4326.
+BBox = tuple[float, float, float, float]
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be used; the message says where and how to fix it."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class WorldConfig(_Record):
+    """The built-in synthetic world, served on loopback when a source's ``api`` is ``world``."""
+
+    preset: Literal["demo", "large", "tiny"] = "demo"
+    seed: int = Field(0, ge=0)
+    cache_dir: Path = Path(".cache/worlds")
+
+
+class SourceConfig(_Record):
+    """One STAC collection: where to search and which catalogue dialect it speaks."""
+
+    api: str = Field(description="STAC API root URL, or 'world' for the synthetic world")
+    collection: str
+    dialect: Literal["earth-search", "planetary-computer"] = "earth-search"
+
+    @field_validator("api")
+    @classmethod
+    def _api_is_url(cls, v: str) -> str:
+        if v != "world" and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(
+                "must be an http(s) URL of a STAC API root, or 'world' for the synthetic world"
+            )
+        return v
+
+
+class SourcesConfig(_Record):
+    sentinel2: SourceConfig = SourceConfig(
+        api="world", collection="sentinel-2-l2a", dialect="earth-search"
+    )
+    worldcover: SourceConfig = SourceConfig(
+        api="world", collection="esa-worldcover", dialect="planetary-computer"
+    )
+
+
+class GridConfig(_Record):
+    """Patch grid: ChatEarthNet's Web-Mercator zoom-13 tiling, or native UTM patches."""
+
+    kind: Literal["chatearthnet", "utm"] = "chatearthnet"
+    zoom: int = Field(13, ge=1, le=20)
+    patch_size: int = Field(256, ge=16, le=4096)
+    utm_epsg: int | None = Field(None, description="EPSG code of the UTM zone for kind=utm")
+
+    @model_validator(mode="after")
+    def _utm_needs_zone(self) -> GridConfig:
+        if self.utm_epsg is not None and not (
+            32601 <= self.utm_epsg <= 32660 or 32701 <= self.utm_epsg <= 32760
+        ):
+            raise ValueError(f"utm_epsg {self.utm_epsg} is not a WGS 84 / UTM zone (326xx, 327xx)")
+        return self
+
+
+class TimeConfig(_Record):
+    start: dt.date = dt.date(2021, 6, 1)
+    end: dt.date = dt.date(2021, 9, 30)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeConfig:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+    @property
+    def interval(self) -> str:
+        """The window as a STAC datetime interval (inclusive whole days, UTC)."""
+        return f"{self.start.isoformat()}T00:00:00Z/{self.end.isoformat()}T23:59:59Z"
+
+
+class ThresholdsConfig(_Record):
+    max_cloud_cover: float = Field(30.0, ge=0, le=100, description="scene eo:cloud_cover, %")
+    min_valid_fraction: float = Field(0.9, ge=0, le=1, description="valid pixels in a patch")
+
+
+class PromptConfig(_Record):
+    style: Literal["chatearthnet-3.5", "chatearthnet-4v"] = "chatearthnet-3.5"
+
+
+class EndpointConfig(_Record):
+    """An OpenAI-compatible endpoint. The key is read from the environment variable named here."""
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = Field(4, ge=1, le=512)
+    requests_per_minute: float = Field(60.0, gt=0)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not _ENV_NAME.match(v):
+            raise ValueError(
+                "must be the NAME of an environment variable holding the key "
+                "(e.g. OPENAI_API_KEY), never the key itself"
+            )
+        return v
+
+
+class CaptionConfig(_Record):
+    endpoints: tuple[EndpointConfig, ...] = ()
+
+
+class ClusterConfig(_Record):
+    """Where the job runs: a LocalCluster of worker processes, or an existing scheduler."""
+
+    kind: Literal["local", "address"] = "local"
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = "4GiB"
+    address: str | None = None
+    dashboard_address: str = ":0"
+
+    @model_validator(mode="after")
+    def _address_given(self) -> ClusterConfig:
+        if self.kind == "address" and not self.address:
+            raise ValueError("kind 'address' needs 'address: tcp://host:8786'")
+        return self
+
+
+class RunConfig(_Record):
+    """Everything one run needs. Load it with :func:`load_config`."""
+
+    name: str = "run"
+    output: Path = Path("runs/run")
+    aoi: Annotated[tuple[BBox, ...], Field(min_length=1)] | Literal["world"] = "world"
+    world: WorldConfig = WorldConfig()
+    sources: SourcesConfig = SourcesConfig()
+    grid: GridConfig = GridConfig()
+    time: TimeConfig = TimeConfig()
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+    prompt: PromptConfig = PromptConfig()
+    caption: CaptionConfig = CaptionConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+    @field_validator("aoi")
+    @classmethod
+    def _bboxes(cls, v: tuple[BBox, ...] | str) -> tuple[BBox, ...] | str:
+        if isinstance(v, str):
+            return v
+        for i, (w, s, e, n) in enumerate(v):
+            if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+                raise ValueError(
+                    f"aoi[{i}] = {[w, s, e, n]} is not [min_lon, min_lat, max_lon, max_lat] "
+                    "with min < max inside -180..180 / -90..90"
+                )
+        return v
+
+    @property
+    def uses_world(self) -> bool:
+        return "world" in (self.sources.sentinel2.api, self.sources.worldcover.api)
+
+    def to_yaml(self) -> str:
+        """The resolved configuration, defaults included, as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            hint = "unknown key; remove it or check its spelling (`cen config show` lists keys)"
+            if key.endswith("api_key"):
+                hint = "API keys never go in config files: set api_key_env to a variable name"
+            lines.append(f"  - {key}: {hint}")
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  - {key}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> RunConfig:
+    """Validate an already-parsed mapping into a :class:`RunConfig`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(source, e)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run configuration."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            f"{p}: configuration file not found; pass the path to a YAML file "
+            "(see configs/demo.yaml for an example)"
+        )
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    return parse_config(data, str(p))
