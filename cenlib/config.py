@@ -202,7 +202,9 @@ def parse_config(data: Any, source: str = "<config>") -> RunConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: top level must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: top level must be a mapping of keys, got {type(data).__name__}"
+        )
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:

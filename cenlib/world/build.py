@@ -104,7 +104,9 @@ def _write_worldcover(world: Path, areas: list[_AreaData], pc_items: list[I.Json
             r0, r1 = max(g.row0, trow0), min(g.row0 + g.height, trow0 + 36000)
             sub = ad.codes[r0 - g.row0 : r1 - g.row0, c0 - g.col0 : c1 - g.col0]
             parts.append((r0 - trow0, c0 - tcol0, np.ascontiguousarray(sub)))
-        path = world / f"data/esa-worldcover/v200/2021/map/ESA_WorldCover_10m_2021_v200_{name}_Map.tif"
+        path = (
+            world / f"data/esa-worldcover/v200/2021/map/ESA_WorldCover_10m_2021_v200_{name}_Map.tif"
+        )
         write_sparse_cog(
             path, parts, (36000, 36000), "EPSG:4326",
             Affine(WC_RES, 0, lon0, 0, -WC_RES, lat0 + 3), resampling="nearest",
@@ -113,7 +115,10 @@ def _write_worldcover(world: Path, areas: list[_AreaData], pc_items: list[I.Json
         )  # fmt: skip
         tile_box = box(lon0, lat0, lon0 + 3, lat0 + 3)
         geom, bbox = _footprint(tile_box, [ad.area for ad in by_tile[name]])
-        item_path = world / f"stac/planetary-computer/items/esa-worldcover/ESA_WorldCover_10m_2021_v200_{name}.json"
+        item_path = (
+            world
+            / f"stac/planetary-computer/items/esa-worldcover/ESA_WorldCover_10m_2021_v200_{name}.json"
+        )
         item = I.worldcover_item(name, _rel(path, item_path), geom, bbox)
         _write_json(item_path, item)
         pc_items.append(item)
@@ -143,19 +148,33 @@ def _scene_stats(scl: list[npt.NDArray[np.uint8]], tile_px: int) -> dict[str, fl
 
 
 def _write_scene(
-    world: Path, seed: int, tile: S2Tile, day: dt.date, members: list[tuple[_AreaData, S.Window, S.Acquisition]]
+    world: Path,
+    seed: int,
+    tile: S2Tile,
+    day: dt.date,
+    members: list[tuple[_AreaData, S.Window, S.Acquisition]],
 ) -> tuple[I.Json, I.Json | None]:
     """Render and write one Sentinel-2 scene (all 11 assets); return its ES and PC items."""
     parts10: dict[str, list[tuple[int, int, Any]]] = defaultdict(list)
     scl20: list[npt.NDArray[np.uint8]] = []
     for ad, win, acq in members:
-        refl, scl = S.render(ad.codes, ad.tex, acq, ad.grid, tile, win, area_seed(seed, ad.area) ^ zlib.crc32(tile.id.encode()))
+        refl, scl = S.render(
+            ad.codes,
+            ad.tex,
+            acq,
+            ad.grid,
+            tile,
+            win,
+            area_seed(seed, ad.area) ^ zlib.crc32(tile.id.encode()),
+        )
         for bi, band in enumerate(S.BANDS):
             if band.res == 10:
                 parts10[band.key].append((win.row0, win.col0, S.to_dn(refl[bi], S.BOA_OFFSET_DN)))
             else:
                 coarse = S.to_20m(refl[bi], mean=True)
-                parts10[band.key].append((win.row0 // 2, win.col0 // 2, S.to_dn(coarse, S.BOA_OFFSET_DN)))
+                parts10[band.key].append(
+                    (win.row0 // 2, win.col0 // 2, S.to_dn(coarse, S.BOA_OFFSET_DN))
+                )
         s20 = np.ascontiguousarray(S.to_20m(scl, mean=False))
         parts10[S.SCL_KEY].append((win.row0 // 2, win.col0 // 2, s20))
         scl20.append(s20)
@@ -170,7 +189,10 @@ def _write_scene(
         baseline="05.00", relative_orbit=int((lon_c + 180) / 360 * 143) % 143 + 1,
         geometry=geom, bbox=bbox, stats=_scene_stats(scl20, (S2_TILE_PX_10M // 2) ** 2),
     )  # fmt: skip
-    folder = world / f"data/sentinel-s2-l2a-cogs/{tile.zone}/{tile.latitude_band}/{tile.grid_square}/{day.year}/{day.month}/{scene.es_id}"
+    folder = (
+        world
+        / f"data/sentinel-s2-l2a-cogs/{tile.zone}/{tile.latitude_band}/{tile.grid_square}/{day.year}/{day.month}/{scene.es_id}"
+    )
     es_path = world / f"stac/earth-search/items/sentinel-2-l2a/{scene.es_id}.json"
     pc_path = world / f"stac/planetary-computer/items/sentinel-2-l2a/{scene.pc_id}.json"
     hrefs_es, hrefs_pc = {}, {}
@@ -209,7 +231,13 @@ def _scene_plan(areas: tuple[Area, ...]) -> dict[tuple[str, dt.date], list[tuple
     return dict(sorted(plan.items()))
 
 
-def build_world(out: Path, preset: str = "demo", seed: int = 0, progress: Progress | None = None, workers: int = 2) -> dict[str, Any]:
+def build_world(
+    out: Path,
+    preset: str = "demo",
+    seed: int = 0,
+    progress: Progress | None = None,
+    workers: int = 2,
+) -> dict[str, Any]:
     """Build the world `preset` with `seed` into `out` (replaced if it exists); return its manifest.
 
     Same preset and seed give byte-identical files.
@@ -222,7 +250,9 @@ def build_world(out: Path, preset: str = "demo", seed: int = 0, progress: Progre
     data: dict[str, _AreaData] = {}
     for a in areas:
         codes, grid = paint(a, seed)
-        data[a.name] = _AreaData(a, codes, grid, texture(a, seed, grid), S.acquisitions(a, seed, grid))
+        data[a.name] = _AreaData(
+            a, codes, grid, texture(a, seed, grid), S.acquisitions(a, seed, grid)
+        )
         report(f"land cover {a.name}", 1)
     pc_items: list[I.Json] = []
     _write_worldcover(out, list(data.values()), pc_items)
@@ -276,9 +306,16 @@ def read_manifest(world: Path) -> dict[str, Any] | None:
     return result
 
 
-def ensure_world(out: Path, preset: str, seed: int, progress: Progress | None = None) -> dict[str, Any]:
+def ensure_world(
+    out: Path, preset: str, seed: int, progress: Progress | None = None
+) -> dict[str, Any]:
     """Return the manifest of the world at `out`, building it first unless already there."""
     m = read_manifest(out)
-    if m and m.get("preset") == preset and m.get("seed") == seed and m.get("generator_version") == GENERATOR_VERSION:
+    if (
+        m
+        and m.get("preset") == preset
+        and m.get("seed") == seed
+        and m.get("generator_version") == GENERATOR_VERSION
+    ):
         return m
     return build_world(out, preset, seed, progress)

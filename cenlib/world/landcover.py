@@ -50,7 +50,9 @@ class AreaGrid:
 
     @property
     def transform(self) -> Affine:
-        return Affine(WC_RES, 0.0, -180.0 + self.col0 * WC_RES, 0.0, -WC_RES, 90.0 - self.row0 * WC_RES)
+        return Affine(
+            WC_RES, 0.0, -180.0 + self.col0 * WC_RES, 0.0, -WC_RES, 90.0 - self.row0 * WC_RES
+        )
 
     def lonlat_centres(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         lons = -180.0 + (self.col0 + np.arange(self.width) + 0.5) * WC_RES
@@ -88,7 +90,9 @@ def river_distance(cv: Canvas, angle: float, offset_m: float, salt: int) -> F32:
     rng = cv.rng(salt)
     centre = np.full_like(u, offset_m)
     for wavelength, amp in ((3500.0, 350.0), (1300.0, 120.0), (600.0, 40.0)):
-        centre += amp * rng.uniform(0.6, 1.2) * np.sin(2 * np.pi * u / wavelength + rng.uniform(0, 6.3))
+        centre += (
+            amp * rng.uniform(0.6, 1.2) * np.sin(2 * np.pi * u / wavelength + rng.uniform(0, 6.3))
+        )
     return np.abs(v - centre)
 
 
@@ -154,7 +158,9 @@ def _alpine(cv: Canvas, temperate: bool = False) -> U8:
     floor = elev < (0.45 if not temperate else 0.7)
     # Fields on the valley floor, forests on slopes, meadows, scrub, rock and snow above.
     p = parcels(cv, angle + rng.uniform(-10, 10), (320.0, 140.0), 4)
-    lc[floor] = np.where(p < 0.68, CROP, np.where(p < 0.9, GRASS, np.where(p < 0.96, TREE, BARE)))[floor]
+    lc[floor] = np.where(p < 0.68, CROP, np.where(p < 0.9, GRASS, np.where(p < 0.96, TREE, BARE)))[
+        floor
+    ]
     forest = ~floor & (elev < 1.6) & (cv.fbm(900.0, 5) > -0.7)
     lc[forest] = TREE
     lc[~floor & (elev >= 1.25) & (elev < 1.75) & ~forest] = SHRUB
@@ -184,7 +190,9 @@ def _tropical_coast(cv: Canvas) -> U8:
     ocean = coast < float(np.quantile(coast, 0.22))
     inland = ~near(ocean, cv, 2500.0)
     estuary = river_distance(cv, angle + 90 + rng.uniform(-20, 20), 0.0, 23)
-    creeks = (river_distance(cv, angle + 60, 400.0, 24) < 9) | (river_distance(cv, angle + 120, -500.0, 25) < 8)
+    creeks = (river_distance(cv, angle + 60, 400.0, 24) < 9) | (
+        river_distance(cv, angle + 120, -500.0, 25) < 8
+    )
     lc = np.full(cv.shape, TREE, np.uint8)
     p = parcels(cv, rng.uniform(0, 90), (260.0, 180.0), 26)
     lc[inland & (p < 0.45)] = CROP
@@ -193,10 +201,14 @@ def _tropical_coast(cv: Canvas) -> U8:
     coastal_band = near(ocean, cv, 1400.0 + 500.0 * float(rng.uniform())) & ~ocean
     lc[coastal_band & (cv.fbm(700.0, 27) > -0.3)] = MANGROVE
     lc[coastal_band & near(estuary < 60, cv, 900.0)] = MANGROVE
-    lc[~coastal_band & near(ocean | (estuary < 60), cv, 2500.0) & (cv.fbm(600.0, 28) > 0.6)] = WETLAND
+    lc[~coastal_band & near(ocean | (estuary < 60), cv, 2500.0) & (cv.fbm(600.0, 28) > 0.6)] = (
+        WETLAND
+    )
     beach = near(ocean, cv, 45.0) & ~ocean & (cv.fbm(900.0, 29, octaves=2) > 0.0)
     lc[beach] = BARE
-    town = towns(cv, near(ocean, cv, 1800.0) & ~ocean & ~near(ocean, cv, 200.0), 1, (600.0, 1000.0), 30)
+    town = towns(
+        cv, near(ocean, cv, 1800.0) & ~ocean & ~near(ocean, cv, 200.0), 1, (600.0, 1000.0), 30
+    )
     lc[town] = BUILT
     lc[town & _speckle(cv, 50.0, 0.2, 31)] = TREE
     lc[(creeks & coastal_band) | (estuary < 35 + 25 * np.clip(-u / 3000.0, 0, 3))] = WATER
@@ -244,4 +256,6 @@ def paint(area: Area, seed: int) -> tuple[U8, AreaGrid]:
 def texture(area: Area, seed: int, grid: AreaGrid) -> F32:
     """Within-class brightness variation (multiplicative, around 1) on the area grid."""
     cv = canvas_for(grid, area_seed(seed, area) + 7)
-    return np.asarray(1.0 + 0.06 * cv.fbm(150.0, 60, octaves=3) + 0.03 * cv.fbm(40.0, 61, octaves=1), np.float32)
+    return np.asarray(
+        1.0 + 0.06 * cv.fbm(150.0, 60, octaves=3) + 0.03 * cv.fbm(40.0, 61, octaves=1), np.float32
+    )

@@ -22,7 +22,9 @@ class Area:
     planetary_computer: bool = True  # also listed in the Planetary Computer dialect collection
 
     def dates(self) -> list[dt.date]:
-        return [self.first_date + dt.timedelta(days=self.revisit_days * i) for i in range(self.n_dates)]
+        return [
+            self.first_date + dt.timedelta(days=self.revisit_days * i) for i in range(self.n_dates)
+        ]
 
 
 _SUMMER = dt.date(2021, 7, 3)

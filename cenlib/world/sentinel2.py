@@ -131,8 +131,9 @@ def tile_window(tile: S2Tile, bbox: tuple[float, float, float, float]) -> Window
     return Window(r0, c0, r1 - r0, c1 - c0)
 
 
-def _warp(  # noqa: D103
-src: npt.NDArray[np.generic], grid: AreaGrid, tile: S2Tile, win: Window, nearest: bool) -> npt.NDArray[np.generic]:
+def _warp(
+    src: npt.NDArray[np.generic], grid: AreaGrid, tile: S2Tile, win: Window, nearest: bool
+) -> npt.NDArray[np.generic]:
     dst = np.zeros((win.height, win.width), src.dtype)
     dst_t = tile.transform(10) * Affine.translation(win.col0, win.row0)
     with warnings.catch_warnings():
@@ -142,7 +143,14 @@ src: npt.NDArray[np.generic], grid: AreaGrid, tile: S2Tile, win: Window, nearest
     return dst
 
 
-def _reproject(src: npt.NDArray[np.generic], dst: npt.NDArray[np.generic], dst_t: Affine, grid: AreaGrid, tile: S2Tile, nearest: bool) -> None:
+def _reproject(
+    src: npt.NDArray[np.generic],
+    dst: npt.NDArray[np.generic],
+    dst_t: Affine,
+    grid: AreaGrid,
+    tile: S2Tile,
+    nearest: bool,
+) -> None:
     reproject(
         src, dst, src_transform=grid.transform, src_crs=CRS.from_epsg(4326), dst_transform=dst_t,
         dst_crs=CRS.from_epsg(tile.epsg), src_nodata=None, dst_nodata=0,
@@ -198,6 +206,8 @@ def to_20m(a: npt.NDArray[np.generic], mean: bool) -> npt.NDArray[np.generic]:
         return a[..., ::2, ::2]
     h, w = a.shape[-2:]
     blocks = a.reshape(*a.shape[:-2], h // 2, 2, w // 2, 2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-nodata blocks stay nodata (NaN)
-        return np.asarray(np.nanmean(blocks, axis=(-3, -1)), a.dtype)
+    ok = ~np.isnan(blocks)
+    total = np.where(ok, blocks, 0).sum(axis=(-3, -1))
+    count = ok.sum(axis=(-3, -1))
+    # Blocks without any valid pixel stay nodata (NaN); no warnings from empty means.
+    return np.asarray(np.where(count > 0, total / np.maximum(count, 1), np.nan), a.dtype)

@@ -97,7 +97,9 @@ def s2_tile(tile_id: str) -> S2Tile:
     return S2Tile(tile_id, epsg, emin - 40.0, nmin + 100_000 + 40.0)
 
 
-def s2_tiles_covering(bbox: tuple[float, float, float, float], step_deg: float = 0.01) -> list[S2Tile]:
+def s2_tiles_covering(
+    bbox: tuple[float, float, float, float], step_deg: float = 0.01
+) -> list[S2Tile]:
     """Sentinel-2 tiles of the point's own UTM zone whose extent intersects a lon/lat bbox.
 
     A point is covered by its own 100 km square's tile and, because tiles overhang their square

@@ -1,0 +1,129 @@
+"""The ``cen`` command line: thin wrappers over cenlib, one subcommand per job or tool."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cenlib.config import ConfigError, load_config
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Build ChatEarthNet-style image-text datasets of Sentinel-2 imagery on Dask.",
+)
+config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.")
+world_app = typer.Typer(no_args_is_help=True, help="The built-in synthetic world (offline sources).")
+stac_app = typer.Typer(no_args_is_help=True, help="Serve and search STAC APIs.")
+app.add_typer(config_app, name="config")
+app.add_typer(world_app, name="world")
+app.add_typer(stac_app, name="stac")
+err = Console(stderr=True)
+
+
+def _load(path: Path):  # type: ignore[no-untyped-def]
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@config_app.command("show")
+def config_show(path: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+    """Validate a configuration and print it with every default filled in."""
+    typer.echo(_load(path).to_yaml(), nl=False)
+
+
+@world_app.command("build")
+def world_build(
+    out: Annotated[Path, typer.Option(help="directory to write the world into (replaced)")],
+    seed: Annotated[int, typer.Option(help="random seed; same seed, same bytes")] = 0,
+    preset: Annotated[str, typer.Option(help="tiny | demo | large")] = "demo",
+) -> None:
+    """Generate WorldCover tiles, Sentinel-2 scenes (COGs) and their STAC items."""
+    from cenlib.job import progress_bar
+    from cenlib.world.build import build_world, count_steps
+    from cenlib.world.presets import PRESETS
+
+    if preset not in PRESETS:
+        err.print(f"[red]error:[/] --preset {preset!r} unknown; choose one of {', '.join(PRESETS)}")
+        raise typer.Exit(2)
+    with progress_bar(Console()) as bar:
+        task = bar.add_task(f"world {preset}", total=count_steps(preset))
+        m = build_world(out, preset, seed, lambda _m, n: bar.advance(task, n))
+    typer.echo(json.dumps(m["counts"]))
+
+
+@stac_app.command("serve")
+def stac_serve(
+    paths: Annotated[list[Path], typer.Argument(help="a world directory, or folders/files of STAC JSON")],
+    port: Annotated[int, typer.Option(help="port (0 = pick a free one)")] = 0,
+) -> None:
+    """Serve STAC JSON (or each catalogue of a world) as a STAC API on loopback until Ctrl-C."""
+    import contextlib
+
+    from cenlib.stac.server import StacServerError, serve, world_catalogs
+    from cenlib.world.build import read_manifest
+
+    try:
+        with contextlib.ExitStack() as stack:
+            if len(paths) == 1 and read_manifest(paths[0]) is not None:
+                for name, folder in world_catalogs(paths[0]).items():
+                    url = stack.enter_context(serve([folder], port=port or None))
+                    typer.echo(f"{name}: {url}")
+                    port = port + 1 if port else 0
+            else:
+                typer.echo(stack.enter_context(serve(paths, port=port or None)))
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                stop.wait()
+            except KeyboardInterrupt:
+                pass
+    except StacServerError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
+
+
+@stac_app.command("search")
+def stac_search(
+    url: Annotated[str, typer.Argument(help="STAC API root URL")],
+    collection: Annotated[str, typer.Option(help="collection id")],
+    bbox: Annotated[str, typer.Option(help="min_lon,min_lat,max_lon,max_lat")],
+    datetime: Annotated[str | None, typer.Option(help="instant or start/end interval")] = None,
+    max_cloud: Annotated[float | None, typer.Option(help="maximum eo:cloud_cover, percent")] = None,
+) -> None:
+    """Search one collection and print matching item ids (cloud-filtered client-side if needed)."""
+    from cenlib.stac.search import SearchRequest, StacSearchError, search
+
+    try:
+        parts = tuple(float(v) for v in bbox.split(","))
+        if len(parts) != 4:
+            raise ValueError
+    except ValueError:
+        err.print(f"[red]error:[/] --bbox {bbox!r} must be four numbers: min_lon,min_lat,max_lon,max_lat")
+        raise typer.Exit(2) from None
+    try:
+        res = search(SearchRequest(url, collection, parts, datetime, max_cloud))  # type: ignore[arg-type]
+    except StacSearchError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
+    for it in res.items:
+        typer.echo(f"{it.id}\t{it.properties.get('eo:cloud_cover', '')}")
+    err.print(f"{len(res.items)} items (cloud filter: {res.cloud_filter}, dropped {len(res.dropped_cloudy)})")
+
+
+@app.command("run")
+def run(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+    """Run the dataset job: every stage that exists so far, on a Dask cluster."""
+    from cenlib.job import run_job
+
+    summary = run_job(_load(config))
+    if summary["search"]["failed"]:
+        raise typer.Exit(1)

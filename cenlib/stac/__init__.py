@@ -1,0 +1,1 @@
+"""STAC: serve catalogues on loopback, search them, and speak their dialects."""
