@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from affine import Affine
 import numpy.typing as npt
+import shapely
 from pyproj import Transformer
 from shapely.geometry import box, mapping
-from shapely.ops import transform as shp_transform
 from shapely.ops import unary_union
 
 from cenlib.world import items as I
@@ -86,7 +86,7 @@ def _footprint(tile_poly_lonlat: Any, areas: list[Area]) -> tuple[dict[str, Any]
 def _tile_polygon_lonlat(tile: S2Tile) -> Any:
     poly = box(*tile.bounds).segmentize(1000.0)
     tr = Transformer.from_crs(tile.epsg, 4326, always_xy=True)
-    return shp_transform(tr.transform, poly)
+    return shapely.transform(poly, tr.transform, interleaved=False)
 
 
 def _write_worldcover(world: Path, areas: list[_AreaData], pc_items: list[I.Json]) -> None:

@@ -135,7 +135,7 @@ def _warp(
     src: npt.NDArray[np.generic], grid: AreaGrid, tile: S2Tile, win: Window, nearest: bool
 ) -> npt.NDArray[np.generic]:
     dst = np.zeros((win.height, win.width), src.dtype)
-    dst_t = tile.transform(10) * Affine.translation(win.col0, win.row0)
+    dst_t = tile.transform(10) @ Affine.translation(win.col0, win.row0)
     with warnings.catch_warnings():
         # In-memory arrays carry no georeferencing of their own; the transforms passed do.
         warnings.simplefilter("ignore", NotGeoreferencedWarning)

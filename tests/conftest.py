@@ -1,0 +1,41 @@
+"""Shared fixtures: synthetic worlds built once per session, real fixtures, served APIs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cenlib.stac.server import serve, serve_world
+from cenlib.world.build import build_world
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "fixtures" / "real"
+
+
+@pytest.fixture(scope="session")
+def real_fixtures() -> Path:
+    if not REAL.is_dir():
+        pytest.fail(f"real fixtures missing at {REAL} (expected beside the repository in shared/)")
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo preset, built fresh once per test session."""
+    out = tmp_path_factory.mktemp("worlds") / "demo-seed0"
+    build_world(out, "demo", 0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def world_apis(demo_world: Path) -> Iterator[dict[str, str]]:
+    with serve_world(demo_world) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def real_api(real_fixtures: Path) -> Iterator[str]:
+    with serve([real_fixtures]) as url:
+        yield url
