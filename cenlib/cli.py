@@ -18,7 +18,9 @@ app = typer.Typer(
     help="Build ChatEarthNet-style image-text datasets of Sentinel-2 imagery on Dask.",
 )
 config_app = typer.Typer(no_args_is_help=True, help="Inspect run configurations.")
-world_app = typer.Typer(no_args_is_help=True, help="The built-in synthetic world (offline sources).")
+world_app = typer.Typer(
+    no_args_is_help=True, help="The built-in synthetic world (offline sources)."
+)
 stac_app = typer.Typer(no_args_is_help=True, help="Serve and search STAC APIs.")
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
@@ -62,7 +64,9 @@ def world_build(
 
 @stac_app.command("serve")
 def stac_serve(
-    paths: Annotated[list[Path], typer.Argument(help="a world directory, or folders/files of STAC JSON")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="a world directory, or folders/files of STAC JSON")
+    ],
     port: Annotated[int, typer.Option(help="port (0 = pick a free one)")] = 0,
 ) -> None:
     """Serve STAC JSON (or each catalogue of a world) as a STAC API on loopback until Ctrl-C."""
@@ -82,10 +86,8 @@ def stac_serve(
                 typer.echo(stack.enter_context(serve(paths, port=port or None)))
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
-            except KeyboardInterrupt:
-                pass
     except StacServerError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(1) from None
@@ -107,16 +109,22 @@ def stac_search(
         if len(parts) != 4:
             raise ValueError
     except ValueError:
-        err.print(f"[red]error:[/] --bbox {bbox!r} must be four numbers: min_lon,min_lat,max_lon,max_lat")
+        err.print(
+            f"[red]error:[/] --bbox {bbox!r} must be four numbers: min_lon,min_lat,max_lon,max_lat"
+        )
         raise typer.Exit(2) from None
     try:
-        res = search(SearchRequest(url, collection, parts, datetime, max_cloud))  # type: ignore[arg-type]
+        box4 = (parts[0], parts[1], parts[2], parts[3])
+        res = search(SearchRequest(url, collection, box4, datetime, max_cloud))
     except StacSearchError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(1) from None
     for it in res.items:
         typer.echo(f"{it.id}\t{it.properties.get('eo:cloud_cover', '')}")
-    err.print(f"{len(res.items)} items (cloud filter: {res.cloud_filter}, dropped {len(res.dropped_cloudy)})")
+    err.print(
+        f"{len(res.items)} items (cloud filter: {res.cloud_filter}, "
+        f"dropped {len(res.dropped_cloudy)})"
+    )
 
 
 @app.command("run")

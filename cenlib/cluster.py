@@ -19,9 +19,12 @@ def make_client(cc: ClusterConfig) -> Iterator[Client]:
         return
     with (
         LocalCluster(
-            n_workers=cc.n_workers, threads_per_worker=cc.threads_per_worker, processes=True,
-            memory_limit=cc.memory_limit, dashboard_address=cc.dashboard_address,
+            n_workers=cc.n_workers,
+            threads_per_worker=cc.threads_per_worker,
+            processes=True,
+            memory_limit=cc.memory_limit,
+            dashboard_address=cc.dashboard_address,
         ) as cluster,
         Client(cluster) as client,
-    ):  # fmt: skip
+    ):
         yield client

@@ -29,9 +29,12 @@ def world_dir(cfg: RunConfig) -> Path:
 
 def progress_bar(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=console,
-    )  # fmt: skip
+    )
 
 
 def build_or_reuse_world(cfg: RunConfig, console: Console) -> Path:
@@ -66,7 +69,9 @@ def source_urls(cfg: RunConfig, console: Console) -> Iterator[tuple[dict[str, st
         if cfg.aoi != "world":
             aois = [Aoi(f"aoi-{i}", b) for i, b in enumerate(cfg.aoi)]
         elif not aois:
-            raise ValueError("aoi: 'world' needs sources served from the synthetic world; list bboxes instead")
+            raise ValueError(
+                "aoi: 'world' needs sources served from the synthetic world; list bboxes instead"
+            )
         yield urls, aois
 
 
@@ -85,7 +90,9 @@ def run_job(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
         summary["cluster"] = {"workers": n_workers, "dashboard": client.dashboard_link}
         with progress_bar(console) as bar:
             task = bar.add_task("search", total=2 * len(aois))
-            summary["search"] = run_search(cfg, urls, aois, client, out, lambda _k: bar.advance(task))
+            summary["search"] = run_search(
+                cfg, urls, aois, client, out, lambda _k: bar.advance(task)
+            )
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print_summary(out, summary, console)

@@ -32,32 +32,56 @@ def _search_task(source: str, aoi: Aoi, req: SearchRequest) -> dict[str, Any]:
     try:
         res = search(req)
     except Exception as e:  # recorded, never dropped: the run summary lists it
-        return {"ok": False, "source": source, "aoi": aoi.name, "url": req.url,
-                "collection": req.collection, "error": f"{type(e).__name__}: {e}"}  # fmt: skip
+        return {
+            "ok": False,
+            "source": source,
+            "aoi": aoi.name,
+            "url": req.url,
+            "collection": req.collection,
+            "error": f"{type(e).__name__}: {e}",
+        }
     return {
-        "ok": True, "source": source, "aoi": aoi.name, "cloud_filter": res.cloud_filter,
-        "dropped_cloudy": res.dropped_cloudy, "items": [i.to_dict() for i in res.items],
-    }  # fmt: skip
+        "ok": True,
+        "source": source,
+        "aoi": aoi.name,
+        "cloud_filter": res.cloud_filter,
+        "dropped_cloudy": res.dropped_cloudy,
+        "items": [i.to_dict() for i in res.items],
+    }
 
 
-def requests_for(cfg: RunConfig, urls: dict[str, str], aois: list[Aoi]) -> list[tuple[str, Aoi, SearchRequest]]:
+def requests_for(
+    cfg: RunConfig, urls: dict[str, str], aois: list[Aoi]
+) -> list[tuple[str, Aoi, SearchRequest]]:
     out = []
     for aoi in aois:
         for source in SOURCES:
             sc = getattr(cfg.sources, source)
             is_s2 = source == "sentinel2"
-            out.append((source, aoi, SearchRequest(
-                url=urls[source], collection=sc.collection, bbox=aoi.bbox,
-                datetime=cfg.time.interval if is_s2 else None,
-                max_cloud_cover=cfg.thresholds.max_cloud_cover if is_s2 else None,
-            )))  # fmt: skip
+            out.append(
+                (
+                    source,
+                    aoi,
+                    SearchRequest(
+                        url=urls[source],
+                        collection=sc.collection,
+                        bbox=aoi.bbox,
+                        datetime=cfg.time.interval if is_s2 else None,
+                        max_cloud_cover=cfg.thresholds.max_cloud_cover if is_s2 else None,
+                    ),
+                )
+            )
     return out
 
 
 def run_search(
-    cfg: RunConfig, urls: dict[str, str], aois: list[Aoi], client: Client, out: Path,
+    cfg: RunConfig,
+    urls: dict[str, str],
+    aois: list[Aoi],
+    client: Client,
+    out: Path,
     on_done: Callable[[str], None] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Search every (area, source) pair on the cluster and write the results under `out`."""
     reqs = requests_for(cfg, urls, aois)
     futures = [
@@ -92,7 +116,12 @@ def run_search(
         for rec in failures:
             f.write(json.dumps(rec) + "\n")
     return {
-        "aois": len(aois), "searches": len(reqs), "failed": len(failures),
-        "items": {s: len(v) for s, v in unique.items()}, "dropped_cloudy": dropped,
-        "cloud_filter": sorted({r["cloud_filter"] for r in results if r["ok"] and r["source"] == "sentinel2"}),
-    }  # fmt: skip
+        "aois": len(aois),
+        "searches": len(reqs),
+        "failed": len(failures),
+        "items": {s: len(v) for s, v in unique.items()},
+        "dropped_cloudy": dropped,
+        "cloud_filter": sorted(
+            {r["cloud_filter"] for r in results if r["ok"] and r["source"] == "sentinel2"}
+        ),
+    }

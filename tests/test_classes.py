@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from cenlib.classes import CLASSES, NUM_CLASSES, WORLDCOVER_CODES, by_name, index_to_worldcover, palette_rgb, worldcover_to_index
+from cenlib.classes import (
+    CLASSES,
+    NUM_CLASSES,
+    WORLDCOVER_CODES,
+    by_name,
+    index_to_worldcover,
+    palette_rgb,
+    worldcover_to_index,
+)
 
 
 def test_table_matches_chatearthnet() -> None:
@@ -17,7 +25,13 @@ def test_table_matches_chatearthnet() -> None:
     assert palette_rgb().shape == (12, 3)
 
 
-@given(arrays(np.uint8, st.tuples(st.integers(1, 8), st.integers(1, 8)), elements=st.sampled_from((0, *WORLDCOVER_CODES))))
+@given(
+    arrays(
+        np.uint8,
+        st.tuples(st.integers(1, 8), st.integers(1, 8)),
+        elements=st.sampled_from((0, *WORLDCOVER_CODES)),
+    )
+)
 def test_roundtrip(codes: np.ndarray) -> None:
     assert np.array_equal(index_to_worldcover(worldcover_to_index(codes)), codes)
 

@@ -51,7 +51,7 @@ def test_bad_enum_lists_choices(tmp_path: Path) -> None:
 
 
 def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not found.*configs/demo.yaml"):
+    with pytest.raises(ConfigError, match=r"not found.*configs/demo\.yaml"):
         load_config(tmp_path / "nope.yaml")
 
 
@@ -68,14 +68,21 @@ def test_api_keys_never_in_config(tmp_path: Path) -> None:
 
 
 def test_key_value_in_api_key_env_rejected(tmp_path: Path) -> None:
-    text = "caption:\n  endpoints:\n    - {base_url: http://x/v1, model: m, api_key_env: sk-abc.def}\n"
+    text = (
+        "caption:\n  endpoints:\n    - {base_url: http://x/v1, model: m, api_key_env: sk-abc.def}\n"
+    )
     with pytest.raises(ConfigError, match="NAME of an environment variable"):
         load_config(_write(tmp_path, text))
 
 
 def test_bad_bbox_and_url(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
-        load_config(_write(tmp_path, "aoi: [[10, 50, 5, 40]]\nsources:\n  sentinel2: {api: ftp://x, collection: c}\n"))
+        load_config(
+            _write(
+                tmp_path,
+                "aoi: [[10, 50, 5, 40]]\nsources:\n  sentinel2: {api: ftp://x, collection: c}\n",
+            )
+        )
     msg = str(e.value)
     assert "aoi" in msg and "sources.sentinel2.api" in msg and "2 problem" in msg
 
@@ -97,7 +104,18 @@ def test_cli_config_show_error_exit_code(tmp_path: Path) -> None:
     assert "colour" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("sub", [[], ["config"], ["config", "show"], ["world", "build"], ["stac", "serve"], ["stac", "search"], ["run"]])
+@pytest.mark.parametrize(
+    "sub",
+    [
+        [],
+        ["config"],
+        ["config", "show"],
+        ["world", "build"],
+        ["stac", "serve"],
+        ["stac", "search"],
+        ["run"],
+    ],
+)
 def test_cli_help(sub: list[str]) -> None:
     r = _cen(*sub, "--help")
     assert r.returncode == 0, r.stderr

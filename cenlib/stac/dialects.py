@@ -25,7 +25,9 @@ def asset_key(dialect: Dialect, band: str) -> str:
         return ASSET_KEYS[dialect][band]
     except KeyError:
         known = ", ".join(ASSET_KEYS[dialect])
-        raise KeyError(f"band {band!r} has no asset in the {dialect} dialect; known: {known}") from None
+        raise KeyError(
+            f"band {band!r} has no asset in the {dialect} dialect; known: {known}"
+        ) from None
 
 
 def reflectance_scale_offset(item: dict[str, Any], band: str) -> tuple[float, float]:

@@ -57,15 +57,21 @@ def search(req: SearchRequest) -> SearchResult:
     mode: CloudFilter = "none" if req.max_cloud_cover is None else _server_cloud_filter(client)
     kwargs: dict[str, Any] = {}
     if mode == "filter":
-        kwargs["filter"] = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, req.max_cloud_cover]}
+        kwargs["filter"] = {
+            "op": "<=",
+            "args": [{"property": "eo:cloud_cover"}, req.max_cloud_cover],
+        }
         kwargs["filter_lang"] = "cql2-json"
     elif mode == "query":
         kwargs["query"] = {"eo:cloud_cover": {"lte": req.max_cloud_cover}}
     try:
         found = client.search(
-            collections=[req.collection], bbox=list(req.bbox), datetime=req.datetime,
-            limit=req.page_size, **kwargs,
-        )  # fmt: skip
+            collections=[req.collection],
+            bbox=list(req.bbox),
+            datetime=req.datetime,
+            limit=req.page_size,
+            **kwargs,
+        )
         items = list(found.items())
     except APIError as e:
         raise StacSearchError(

@@ -105,7 +105,9 @@ def _get(url: str, timeout: float = 2.0) -> Json:
 
 
 @contextlib.contextmanager
-def serve(paths: Sequence[Path], port: int | None = None, host: str = "127.0.0.1", timeout: float = 60.0) -> Iterator[str]:
+def serve(
+    paths: Sequence[Path], port: int | None = None, host: str = "127.0.0.1", timeout: float = 60.0
+) -> Iterator[str]:
     """Serve the STAC JSON under `paths` as an API on loopback; yield its root URL.
 
     The server always stops when the block exits, even on error.
@@ -117,7 +119,7 @@ def serve(paths: Sequence[Path], port: int | None = None, host: str = "127.0.0.1
             f = Path(tmp) / f"collection-{cid}.json"
             f.write_text(json.dumps(coll))
             load.append(str(f))
-        for i, (cid, its) in enumerate(sorted(items.items(), key=lambda kv: str(kv[0]))):
+        for i, (_cid, its) in enumerate(sorted(items.items(), key=lambda kv: str(kv[0]))):
             f = Path(tmp) / f"items-{i}.json"
             f.write_text(json.dumps({"type": "FeatureCollection", "features": its}))
             load.append(str(f))
@@ -126,7 +128,9 @@ def serve(paths: Sequence[Path], port: int | None = None, host: str = "127.0.0.1
         if None in items or any(c not in collections for c in items):
             cmd.insert(2, "--create-collections")
         log = open(Path(tmp) / "server.log", "w+b")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"}
+        )
         url = f"http://{host}:{port}"
         try:
             _wait_ready(proc, url, len(set(collections) | {c for c in items if c}), timeout, log)
@@ -141,12 +145,17 @@ def serve(paths: Sequence[Path], port: int | None = None, host: str = "127.0.0.1
             log.close()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, n_collections: int, timeout: float, log: Any) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], url: str, n_collections: int, timeout: float, log: Any
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
-            raise StacServerError(f"rustac serve exited with code {proc.returncode}: {log.read().decode(errors='replace')[-2000:]}")
+            raise StacServerError(
+                f"rustac serve exited with code {proc.returncode}: "
+                + log.read().decode(errors="replace")[-2000:]
+            )
         try:
             if len(_get(url + "/collections").get("collections", [])) >= n_collections:
                 return
@@ -159,7 +168,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, n_collections: int, tim
 def world_catalogs(world: Path) -> dict[str, Path]:
     """The catalogue folders of a synthetic world, by name (earth-search, planetary-computer)."""
     if read_manifest(world) is None:
-        raise StacServerError(f"{world}: not a synthetic world (no world.json); build one with `cen world build`")
+        raise StacServerError(
+            f"{world}: not a synthetic world (no world.json); build one with `cen world build`"
+        )
     return {name: world / "stac" / name for name in CATALOGS}
 
 
@@ -167,4 +178,7 @@ def world_catalogs(world: Path) -> dict[str, Path]:
 def serve_world(world: Path, host: str = "127.0.0.1") -> Iterator[dict[str, str]]:
     """Serve each catalogue of a world as its own API (they share collection ids, as in reality)."""
     with contextlib.ExitStack() as stack:
-        yield {name: stack.enter_context(serve([path], host=host)) for name, path in world_catalogs(world).items()}
+        yield {
+            name: stack.enter_context(serve([path], host=host))
+            for name, path in world_catalogs(world).items()
+        }

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
 import numpy.typing as npt
 import shapely
+from affine import Affine
 from pyproj import Transformer
 from shapely.geometry import box, mapping
 from shapely.ops import unary_union
@@ -108,16 +108,25 @@ def _write_worldcover(world: Path, areas: list[_AreaData], pc_items: list[I.Json
             world / f"data/esa-worldcover/v200/2021/map/ESA_WorldCover_10m_2021_v200_{name}_Map.tif"
         )
         write_sparse_cog(
-            path, parts, (36000, 36000), "EPSG:4326",
-            Affine(WC_RES, 0, lon0, 0, -WC_RES, lat0 + 3), resampling="nearest",
-            tags={"product_tile": name, "product_version": "V2.0.0",
-                  "time_start": "2021-01-01T00:00:00Z", "time_end": "2021-12-31T23:59:59Z"},
-        )  # fmt: skip
+            path,
+            parts,
+            (36000, 36000),
+            "EPSG:4326",
+            Affine(WC_RES, 0, lon0, 0, -WC_RES, lat0 + 3),
+            resampling="nearest",
+            tags={
+                "product_tile": name,
+                "product_version": "V2.0.0",
+                "time_start": "2021-01-01T00:00:00Z",
+                "time_end": "2021-12-31T23:59:59Z",
+            },
+        )
         tile_box = box(lon0, lat0, lon0 + 3, lat0 + 3)
         geom, bbox = _footprint(tile_box, [ad.area for ad in by_tile[name]])
         item_path = (
             world
-            / f"stac/planetary-computer/items/esa-worldcover/ESA_WorldCover_10m_2021_v200_{name}.json"
+            / "stac/planetary-computer/items/esa-worldcover"
+            / f"ESA_WorldCover_10m_2021_v200_{name}.json"
         )
         item = I.worldcover_item(name, _rel(path, item_path), geom, bbox)
         _write_json(item_path, item)
@@ -185,13 +194,20 @@ def _write_scene(
     areas = [m[0].area for m in members]
     geom, bbox = _footprint(_tile_polygon_lonlat(tile), areas)
     scene = I.Scene(
-        tile=tile, when=when, platform="sentinel-2a" if day.toordinal() % 2 else "sentinel-2b",
-        baseline="05.00", relative_orbit=int((lon_c + 180) / 360 * 143) % 143 + 1,
-        geometry=geom, bbox=bbox, stats=_scene_stats(scl20, (S2_TILE_PX_10M // 2) ** 2),
-    )  # fmt: skip
+        tile=tile,
+        when=when,
+        platform="sentinel-2a" if day.toordinal() % 2 else "sentinel-2b",
+        baseline="05.00",
+        relative_orbit=int((lon_c + 180) / 360 * 143) % 143 + 1,
+        geometry=geom,
+        bbox=bbox,
+        stats=_scene_stats(scl20, (S2_TILE_PX_10M // 2) ** 2),
+    )
     folder = (
         world
-        / f"data/sentinel-s2-l2a-cogs/{tile.zone}/{tile.latitude_band}/{tile.grid_square}/{day.year}/{day.month}/{scene.es_id}"
+        / "data/sentinel-s2-l2a-cogs"
+        / f"{tile.zone}/{tile.latitude_band}/{tile.grid_square}"
+        / f"{day.year}/{day.month}/{scene.es_id}"
     )
     es_path = world / f"stac/earth-search/items/sentinel-2-l2a/{scene.es_id}.json"
     pc_path = world / f"stac/planetary-computer/items/sentinel-2-l2a/{scene.pc_id}.json"
@@ -200,9 +216,13 @@ def _write_scene(
         res = 20 if key == S.SCL_KEY or next(b.res for b in S.BANDS if b.key == key) == 20 else 10
         path = folder / scene.file_name(key)
         write_sparse_cog(
-            path, parts, tile.shape(res), f"EPSG:{tile.epsg}", tile.transform(res),
+            path,
+            parts,
+            tile.shape(res),
+            f"EPSG:{tile.epsg}",
+            tile.transform(res),
             resampling="nearest" if key == S.SCL_KEY else "average",
-        )  # fmt: skip
+        )
         hrefs_es[key] = _rel(path, es_path)
         hrefs_pc[key] = _rel(path, pc_path)
     es_item = I.earth_search_item(scene, hrefs_es)
@@ -278,22 +298,54 @@ def build_world(
                 pc_items.append(pc)
     pc_s2 = [i for i in pc_items if i["collection"] == "sentinel-2-l2a"]
     pc_wc = [i for i in pc_items if i["collection"] == "esa-worldcover"]
-    _write_json(out / "stac/earth-search/collections/sentinel-2-l2a.json",
-                I.collection("sentinel-2-l2a", "Sentinel-2 L2A (synthetic, Earth Search v1 dialect)", es_items, I.ES_EXTENSIONS))  # fmt: skip
-    _write_json(out / "stac/planetary-computer/collections/sentinel-2-l2a.json",
-                I.collection("sentinel-2-l2a", "Sentinel-2 L2A (synthetic, Planetary Computer dialect)", pc_s2, I.PC_EXTENSIONS))  # fmt: skip
-    _write_json(out / "stac/planetary-computer/collections/esa-worldcover.json",
-                I.collection("esa-worldcover", "ESA WorldCover 10 m 2021 v200 (synthetic)", pc_wc, I.WC_EXTENSIONS))  # fmt: skip
+    _write_json(
+        out / "stac/earth-search/collections/sentinel-2-l2a.json",
+        I.collection(
+            "sentinel-2-l2a",
+            "Sentinel-2 L2A (synthetic, Earth Search v1 dialect)",
+            es_items,
+            I.ES_EXTENSIONS,
+        ),
+    )
+    _write_json(
+        out / "stac/planetary-computer/collections/sentinel-2-l2a.json",
+        I.collection(
+            "sentinel-2-l2a",
+            "Sentinel-2 L2A (synthetic, Planetary Computer dialect)",
+            pc_s2,
+            I.PC_EXTENSIONS,
+        ),
+    )
+    _write_json(
+        out / "stac/planetary-computer/collections/esa-worldcover.json",
+        I.collection(
+            "esa-worldcover", "ESA WorldCover 10 m 2021 v200 (synthetic)", pc_wc, I.WC_EXTENSIONS
+        ),
+    )
     manifest = {
-        "generator_version": GENERATOR_VERSION, "preset": preset, "seed": seed,
-        "areas": [{"name": a.name, "bbox": list(a.bbox), "biome": a.biome,
-                   "dates": [d.isoformat() for d in a.dates()],
-                   "planetary_computer": a.planetary_computer} for a in areas],
-        "catalogs": {"earth-search": ["sentinel-2-l2a"],
-                     "planetary-computer": ["sentinel-2-l2a", "esa-worldcover"]},
-        "counts": {"worldcover_tiles": len(pc_wc), "sentinel2_scenes": len(es_items),
-                   "planetary_computer_scenes": len(pc_s2)},
-    }  # fmt: skip
+        "generator_version": GENERATOR_VERSION,
+        "preset": preset,
+        "seed": seed,
+        "areas": [
+            {
+                "name": a.name,
+                "bbox": list(a.bbox),
+                "biome": a.biome,
+                "dates": [d.isoformat() for d in a.dates()],
+                "planetary_computer": a.planetary_computer,
+            }
+            for a in areas
+        ],
+        "catalogs": {
+            "earth-search": ["sentinel-2-l2a"],
+            "planetary-computer": ["sentinel-2-l2a", "esa-worldcover"],
+        },
+        "counts": {
+            "worldcover_tiles": len(pc_wc),
+            "sentinel2_scenes": len(es_items),
+            "planetary_computer_scenes": len(pc_s2),
+        },
+    }
     _write_json(out / MANIFEST, manifest)
     return manifest
 

@@ -35,10 +35,20 @@ def write_sparse_cog(
     tmp = path.with_name(path.name + ".tmp.tif")
     dtype = parts[0][2].dtype if parts else np.dtype("uint8")
     profile = {
-        "driver": "GTiff", "width": shape[1], "height": shape[0], "count": 1, "dtype": dtype,
-        "crs": crs, "transform": transform, "nodata": nodata, "tiled": True,
-        "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate", "sparse_ok": True,
-    }  # fmt: skip
+        "driver": "GTiff",
+        "width": shape[1],
+        "height": shape[0],
+        "count": 1,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "compress": "deflate",
+        "sparse_ok": True,
+    }
     with rasterio.open(tmp, "w", **profile) as dst:
         for row0, col0, arr in parts:
             dst.write(arr, 1, window=Window(col0, row0, arr.shape[1], arr.shape[0]))
@@ -47,8 +57,14 @@ def write_sparse_cog(
     try:
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
             rasterio.shutil.copy(
-                tmp, path, driver="COG", compress="deflate", predictor=2, blocksize=BLOCK,
-                overview_resampling=resampling, sparse_ok=True,
-            )  # fmt: skip
+                tmp,
+                path,
+                driver="COG",
+                compress="deflate",
+                predictor=2,
+                blocksize=BLOCK,
+                overview_resampling=resampling,
+                sparse_ok=True,
+            )
     finally:
         tmp.unlink(missing_ok=True)

@@ -20,9 +20,22 @@ from cenlib.world.tiling import S2Tile, worldcover_tile_origin
 Json = dict[str, Any]
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 EXT = "https://stac-extensions.github.io/{}/schema.json"
-ES_EXTENSIONS = [EXT.format(e) for e in ("raster/v1.1.0", "mgrs/v1.0.0", "grid/v1.0.0", "projection/v1.1.0", "eo/v1.1.0", "view/v1.0.0")]  # fmt: skip
+ES_EXTENSIONS = [
+    EXT.format(e)
+    for e in (
+        "raster/v1.1.0",
+        "mgrs/v1.0.0",
+        "grid/v1.0.0",
+        "projection/v1.1.0",
+        "eo/v1.1.0",
+        "view/v1.0.0",
+    )
+]
 PC_EXTENSIONS = [EXT.format(e) for e in ("eo/v1.0.0", "sat/v1.0.0", "projection/v1.0.0")]
-WC_EXTENSIONS = [EXT.format(e) for e in ("projection/v1.1.0", "grid/v1.1.0", "raster/v1.1.0", "classification/v1.0.0")]  # fmt: skip
+WC_EXTENSIONS = [
+    EXT.format(e)
+    for e in ("projection/v1.1.0", "grid/v1.1.0", "raster/v1.1.0", "classification/v1.0.0")
+]
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,10 @@ class Scene:
     @property
     def pc_id(self) -> str:
         gen = self.when + dt.timedelta(hours=9, minutes=17)
-        return f"{self.sat}_MSIL2A_{self.when:%Y%m%dT%H%M%S}_R{self.relative_orbit:03d}_T{self.tile.id}_{gen:%Y%m%dT%H%M%S}"
+        return (
+            f"{self.sat}_MSIL2A_{self.when:%Y%m%dT%H%M%S}_R{self.relative_orbit:03d}"
+            f"_T{self.tile.id}_{gen:%Y%m%dT%H%M%S}"
+        )
 
     @property
     def product_uri(self) -> str:
@@ -81,40 +97,80 @@ def earth_search_item(s: Scene, hrefs: dict[str, str]) -> Json:
     assets: Json = {}
     for b in BANDS:
         assets[b.key] = {
-            "href": hrefs[b.key], "type": COG, "title": f"{b.description} - {b.res}m",
-            "eo:bands": [{"name": b.key, "common_name": b.common_name, "description": b.description,
-                          "center_wavelength": b.center, "full_width_half_max": b.fwhm}],
-            "gsd": b.res, **_grid(s.tile, b.res),
-            "raster:bands": [{"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
-                              "spatial_resolution": b.res, "scale": 0.0001, "offset": -0.1}],
+            "href": hrefs[b.key],
+            "type": COG,
+            "title": f"{b.description} - {b.res}m",
+            "eo:bands": [
+                {
+                    "name": b.key,
+                    "common_name": b.common_name,
+                    "description": b.description,
+                    "center_wavelength": b.center,
+                    "full_width_half_max": b.fwhm,
+                }
+            ],
+            "gsd": b.res,
+            **_grid(s.tile, b.res),
+            "raster:bands": [
+                {
+                    "nodata": 0,
+                    "data_type": "uint16",
+                    "bits_per_sample": 15,
+                    "spatial_resolution": b.res,
+                    "scale": 0.0001,
+                    "offset": -0.1,
+                }
+            ],
             "roles": ["data", "reflectance"],
-        }  # fmt: skip
+        }
     assets[SCL_KEY] = {
-        "href": hrefs[SCL_KEY], "type": COG, "title": "Scene classification map (SCL)",
-        **_grid(s.tile, 20), "gsd": 20,
+        "href": hrefs[SCL_KEY],
+        "type": COG,
+        "title": "Scene classification map (SCL)",
+        **_grid(s.tile, 20),
+        "gsd": 20,
         "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}],
         "roles": ["data", "reflectance"],
-    }  # fmt: skip
+    }
     t = s.tile
     props: Json = {
         "created": _iso(s.when + dt.timedelta(hours=11)),
-        "platform": s.platform, "constellation": "sentinel-2", "instruments": ["msi"],
-        "eo:cloud_cover": s.stats["eo:cloud_cover"], "proj:epsg": t.epsg,
-        "mgrs:utm_zone": t.zone, "mgrs:latitude_band": t.latitude_band,
-        "mgrs:grid_square": t.grid_square, "grid:code": f"MGRS-{t.id}",
+        "platform": s.platform,
+        "constellation": "sentinel-2",
+        "instruments": ["msi"],
+        "eo:cloud_cover": s.stats["eo:cloud_cover"],
+        "proj:epsg": t.epsg,
+        "mgrs:utm_zone": t.zone,
+        "mgrs:latitude_band": t.latitude_band,
+        "mgrs:grid_square": t.grid_square,
+        "grid:code": f"MGRS-{t.id}",
         **{k: v for k, v in s.stats.items() if k.startswith("s2:")},
-        "s2:product_type": "S2MSI2A", "s2:processing_baseline": s.baseline,
-        "s2:product_uri": s.product_uri, "datetime": _iso(s.when), "s2:sequence": "0",
+        "s2:product_type": "S2MSI2A",
+        "s2:processing_baseline": s.baseline,
+        "s2:product_uri": s.product_uri,
+        "datetime": _iso(s.when),
+        "s2:sequence": "0",
         "earthsearch:boa_offset_applied": s.baseline >= "04.00",
         "updated": _iso(s.when + dt.timedelta(hours=11)),
-    }  # fmt: skip
+    }
     return {
-        "type": "Feature", "stac_version": "1.0.0", "stac_extensions": ES_EXTENSIONS,
-        "id": s.es_id, "collection": "sentinel-2-l2a", "geometry": s.geometry, "bbox": s.bbox,
-        "properties": props, "assets": assets,
-        "links": [{"rel": "collection", "href": "../../collections/sentinel-2-l2a.json",
-                   "type": "application/json"}],
-    }  # fmt: skip
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": ES_EXTENSIONS,
+        "id": s.es_id,
+        "collection": "sentinel-2-l2a",
+        "geometry": s.geometry,
+        "bbox": s.bbox,
+        "properties": props,
+        "assets": assets,
+        "links": [
+            {
+                "rel": "collection",
+                "href": "../../collections/sentinel-2-l2a.json",
+                "type": "application/json",
+            }
+        ],
+    }
 
 
 def planetary_computer_item(s: Scene, hrefs: dict[str, str]) -> Json:
@@ -123,63 +179,125 @@ def planetary_computer_item(s: Scene, hrefs: dict[str, str]) -> Json:
     assets: Json = {}
     for b in BANDS:
         assets[b.pc_key] = {
-            "href": hrefs[b.key], "type": COG, "title": f"Band {b.pc_key[1:].lstrip('0')} - {b.description} - {b.res}m",
-            "gsd": b.res, "eo:bands": [{"name": b.pc_key, "common_name": b.common_name,
-                                        "description": b.description, "center_wavelength": b.center,
-                                        "full_width_half_max": b.fwhm}],
-            "proj:bbox": list(t.bounds), **_grid(t, b.res), "roles": ["data"],
-        }  # fmt: skip
+            "href": hrefs[b.key],
+            "type": COG,
+            "title": f"Band {b.pc_key[1:].lstrip('0')} - {b.description} - {b.res}m",
+            "gsd": b.res,
+            "eo:bands": [
+                {
+                    "name": b.pc_key,
+                    "common_name": b.common_name,
+                    "description": b.description,
+                    "center_wavelength": b.center,
+                    "full_width_half_max": b.fwhm,
+                }
+            ],
+            "proj:bbox": list(t.bounds),
+            **_grid(t, b.res),
+            "roles": ["data"],
+        }
     assets[SCL_PC_KEY] = {
-        "href": hrefs[SCL_KEY], "type": COG, "title": "Scene classfication map (SCL)", "gsd": 20.0,
-        "proj:bbox": list(t.bounds), **_grid(t, 20), "roles": ["data"],
-    }  # fmt: skip
+        "href": hrefs[SCL_KEY],
+        "type": COG,
+        "title": "Scene classfication map (SCL)",
+        "gsd": 20.0,
+        "proj:bbox": list(t.bounds),
+        **_grid(t, 20),
+        "roles": ["data"],
+    }
     props: Json = {
-        "datetime": _iso(s.when), "platform": "Sentinel-2A" if s.sat == "S2A" else "Sentinel-2B",
-        "proj:epsg": t.epsg, "instruments": ["msi"], "s2:mgrs_tile": t.id,
-        "constellation": "Sentinel 2", "eo:cloud_cover": s.stats["eo:cloud_cover"],
-        "s2:product_uri": s.product_uri, "s2:product_type": "S2MSI2A",
-        "sat:orbit_state": "descending", "sat:relative_orbit": s.relative_orbit,
+        "datetime": _iso(s.when),
+        "platform": "Sentinel-2A" if s.sat == "S2A" else "Sentinel-2B",
+        "proj:epsg": t.epsg,
+        "instruments": ["msi"],
+        "s2:mgrs_tile": t.id,
+        "constellation": "Sentinel 2",
+        "eo:cloud_cover": s.stats["eo:cloud_cover"],
+        "s2:product_uri": s.product_uri,
+        "s2:product_type": "S2MSI2A",
+        "sat:orbit_state": "descending",
+        "sat:relative_orbit": s.relative_orbit,
         "s2:processing_baseline": s.baseline,
         **{k: v for k, v in s.stats.items() if k.startswith("s2:")},
-    }  # fmt: skip
+    }
     return {
-        "type": "Feature", "stac_version": "1.0.0", "stac_extensions": PC_EXTENSIONS,
-        "id": s.pc_id, "collection": "sentinel-2-l2a", "geometry": s.geometry, "bbox": s.bbox,
-        "properties": props, "assets": assets,
-        "links": [{"rel": "collection", "href": "../../collections/sentinel-2-l2a.json",
-                   "type": "application/json"}],
-    }  # fmt: skip
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": PC_EXTENSIONS,
+        "id": s.pc_id,
+        "collection": "sentinel-2-l2a",
+        "geometry": s.geometry,
+        "bbox": s.bbox,
+        "properties": props,
+        "assets": assets,
+        "links": [
+            {
+                "rel": "collection",
+                "href": "../../collections/sentinel-2-l2a.json",
+                "type": "application/json",
+            }
+        ],
+    }
 
 
 def worldcover_item(name: str, href: str, geometry: Json, bbox: list[float]) -> Json:
     """A Planetary Computer ``esa-worldcover`` item for the v200 (2021) tile `name`."""
     lon0, lat0 = worldcover_tile_origin(name)
     item_id = f"ESA_WorldCover_10m_2021_v200_{name}"
-    classes = [{"value": c.worldcover_code, "description": c.worldcover_name, "color-hint": c.color}
-               for c in CLASSES[1:]]  # fmt: skip
+    classes = [
+        {"value": c.worldcover_code, "description": c.worldcover_name, "color-hint": c.color}
+        for c in CLASSES[1:]
+    ]
     return {
-        "type": "Feature", "stac_version": "1.0.0", "stac_extensions": WC_EXTENSIONS,
-        "id": item_id, "collection": "esa-worldcover", "geometry": geometry, "bbox": bbox,
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": WC_EXTENSIONS,
+        "id": item_id,
+        "collection": "esa-worldcover",
+        "geometry": geometry,
+        "bbox": bbox,
         "properties": {
-            "esa_worldcover:product_version": "2.0.0", "esa_worldcover:product_tile": name,
-            "start_datetime": "2021-01-01T00:00:00Z", "end_datetime": "2021-12-31T23:59:59Z",
+            "esa_worldcover:product_version": "2.0.0",
+            "esa_worldcover:product_tile": name,
+            "start_datetime": "2021-01-01T00:00:00Z",
+            "end_datetime": "2021-12-31T23:59:59Z",
             "description": "ESA WorldCover product at 10m resolution",
             "mission": "sentinel-1, sentinel-2",
             "platform": "sentinel-1a, sentinel-1b, sentinel-2a, sentinel-2b",
-            "instruments": ["c-sar", "msi"], "proj:epsg": 4326,
-            "grid:code": f"ESAWORLDCOVER-{name}", "datetime": None,
+            "instruments": ["c-sar", "msi"],
+            "proj:epsg": 4326,
+            "grid:code": f"ESAWORLDCOVER-{name}",
+            "datetime": None,
         },
-        "assets": {"map": {
-            "href": href, "type": COG, "title": "Land Cover Classes",
-            "raster:bands": [{"name": "Band1", "description": "Classification values", "nodata": 0,
-                              "sampling": "area", "data_type": "uint8", "spatial_resolution": 10}],
-            "classification:classes": classes,
-            "proj:transform": [1 / 12000, 0.0, float(lon0), 0.0, -1 / 12000, float(lat0 + 3)],
-            "proj:shape": [36000, 36000], "roles": ["data"],
-        }},
-        "links": [{"rel": "collection", "href": "../../collections/esa-worldcover.json",
-                   "type": "application/json"}],
-    }  # fmt: skip
+        "assets": {
+            "map": {
+                "href": href,
+                "type": COG,
+                "title": "Land Cover Classes",
+                "raster:bands": [
+                    {
+                        "name": "Band1",
+                        "description": "Classification values",
+                        "nodata": 0,
+                        "sampling": "area",
+                        "data_type": "uint8",
+                        "spatial_resolution": 10,
+                    }
+                ],
+                "classification:classes": classes,
+                "proj:transform": [1 / 12000, 0.0, float(lon0), 0.0, -1 / 12000, float(lat0 + 3)],
+                "proj:shape": [36000, 36000],
+                "roles": ["data"],
+            }
+        },
+        "links": [
+            {
+                "rel": "collection",
+                "href": "../../collections/esa-worldcover.json",
+                "type": "application/json",
+            }
+        ],
+    }
 
 
 def collection(cid: str, description: str, items: list[Json], extensions: list[str]) -> Json:
@@ -190,12 +308,24 @@ def collection(cid: str, description: str, items: list[Json], extensions: list[s
     ) or [None]
     ends = sorted(i["properties"].get("datetime") or i["properties"]["end_datetime"] for i in items)
     return {
-        "type": "Collection", "stac_version": "1.0.0", "stac_extensions": extensions, "id": cid,
-        "description": description, "license": "proprietary" if "sentinel" in cid else "CC-BY-4.0",
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "stac_extensions": extensions,
+        "id": cid,
+        "description": description,
+        "license": "proprietary" if "sentinel" in cid else "CC-BY-4.0",
         "extent": {
-            "spatial": {"bbox": [[min(b[0] for b in bboxes), min(b[1] for b in bboxes),
-                                  max(b[2] for b in bboxes), max(b[3] for b in bboxes)]]},
+            "spatial": {
+                "bbox": [
+                    [
+                        min(b[0] for b in bboxes),
+                        min(b[1] for b in bboxes),
+                        max(b[2] for b in bboxes),
+                        max(b[3] for b in bboxes),
+                    ]
+                ]
+            },
             "temporal": {"interval": [[times[0], ends[-1] if ends else None]]},
         },
         "links": [],
-    }  # fmt: skip
+    }

@@ -23,8 +23,18 @@ M_PER_DEG_LAT = 110_574.0
 M_PER_DEG_LON_EQ = 111_320.0
 
 TREE, SHRUB, GRASS, CROP, BUILT, BARE, SNOW, WATER, WETLAND, MANGROVE, MOSS = (
-    10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100,
-)  # fmt: skip
+    10,
+    20,
+    30,
+    40,
+    50,
+    60,
+    70,
+    80,
+    90,
+    95,
+    100,
+)
 
 U8 = npt.NDArray[np.uint8]
 B = npt.NDArray[np.bool_]
@@ -57,7 +67,7 @@ class AreaGrid:
     def lonlat_centres(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         lons = -180.0 + (self.col0 + np.arange(self.width) + 0.5) * WC_RES
         lats = 90.0 - (self.row0 + np.arange(self.height) + 0.5) * WC_RES
-        return lons, lats
+        return np.asarray(lons, np.float64), np.asarray(lats, np.float64)
 
 
 def area_seed(seed: int, area: Area) -> int:
@@ -93,7 +103,7 @@ def river_distance(cv: Canvas, angle: float, offset_m: float, salt: int) -> F32:
         centre += (
             amp * rng.uniform(0.6, 1.2) * np.sin(2 * np.pi * u / wavelength + rng.uniform(0, 6.3))
         )
-    return np.abs(v - centre)
+    return np.asarray(np.abs(v - centre), np.float32)
 
 
 def parcels(cv: Canvas, angle: float, size_m: tuple[float, float], salt: int) -> F32:
@@ -105,7 +115,7 @@ def parcels(cv: Canvas, angle: float, size_m: tuple[float, float], salt: int) ->
     length = size_m[0] * (0.6 + 0.8 * key / 1000.0)
     plot = np.floor(u / length + key / 37.0).astype(np.int64)
     h = (plot * 73856093) ^ (strip * 19349663) ^ (cv.seed + salt)
-    return ((h % 10007) / 10007.0).astype(np.float32)
+    return np.asarray((h % 10007) / 10007.0, np.float32)
 
 
 def streets(cv: Canvas, angle: float, spacing_m: float, width_m: float) -> B:
@@ -183,7 +193,6 @@ def _alpine(cv: Canvas, temperate: bool = False) -> U8:
 
 def _tropical_coast(cv: Canvas) -> U8:
     rng = cv.rng(21)
-    x, y = cv.grid()
     angle = rng.uniform(0, 360)
     u, _ = _rotated(cv, angle)
     coast = u + 600.0 * cv.fbm(3000.0, 22, octaves=3)  # ocean where coast < threshold

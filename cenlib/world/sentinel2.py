@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +75,10 @@ SCL_CLOUDY = (SCL_CLOUD_MED, SCL_CLOUD_HIGH, SCL_CIRRUS)
 _LUT = np.zeros((256, len(BANDS)), np.float32)
 for _code, _spec in SPECTRA.items():
     _LUT[_code] = _spec
+# In-memory arrays carry no georeferencing of their own (the transforms passed do), which makes
+# rasterio warn on every reproject; catch_warnings() is not thread-safe, so filter by module.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.warp")
+
 _SCL_LUT = np.full(256, SCL_NOT_VEG, np.uint8)
 _SCL_LUT[0] = SCL_NODATA
 _SCL_LUT[list(VEGETATION)] = SCL_VEG
@@ -132,14 +137,11 @@ def tile_window(tile: S2Tile, bbox: tuple[float, float, float, float]) -> Window
 
 
 def _warp(
-    src: npt.NDArray[np.generic], grid: AreaGrid, tile: S2Tile, win: Window, nearest: bool
-) -> npt.NDArray[np.generic]:
+    src: npt.NDArray[Any], grid: AreaGrid, tile: S2Tile, win: Window, nearest: bool
+) -> npt.NDArray[Any]:
     dst = np.zeros((win.height, win.width), src.dtype)
     dst_t = tile.transform(10) @ Affine.translation(win.col0, win.row0)
-    with warnings.catch_warnings():
-        # In-memory arrays carry no georeferencing of their own; the transforms passed do.
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        _reproject(src, dst, dst_t, grid, tile, nearest)
+    _reproject(src, dst, dst_t, grid, tile, nearest)
     return dst
 
 
@@ -152,10 +154,16 @@ def _reproject(
     nearest: bool,
 ) -> None:
     reproject(
-        src, dst, src_transform=grid.transform, src_crs=CRS.from_epsg(4326), dst_transform=dst_t,
-        dst_crs=CRS.from_epsg(tile.epsg), src_nodata=None, dst_nodata=0,
+        src,
+        dst,
+        src_transform=grid.transform,
+        src_crs=CRS.from_epsg(4326),
+        dst_transform=dst_t,
+        dst_crs=CRS.from_epsg(tile.epsg),
+        src_nodata=None,
+        dst_nodata=0,
         resampling=Resampling.nearest if nearest else Resampling.bilinear,
-    )  # fmt: skip
+    )
 
 
 def render(
@@ -200,7 +208,7 @@ def to_dn(refl: npt.NDArray[np.float32], offset_dn: int) -> npt.NDArray[np.uint1
     return dn.astype(np.uint16)
 
 
-def to_20m(a: npt.NDArray[np.generic], mean: bool) -> npt.NDArray[np.generic]:
+def to_20m(a: npt.NDArray[Any], mean: bool) -> npt.NDArray[Any]:
     """Aggregate a 10 m window (even shape) to 20 m: mean for reflectance, pick for classes."""
     if not mean:
         return a[..., ::2, ::2]

@@ -62,7 +62,7 @@ class S2Tile:
         return Affine(res, 0.0, self.ulx, 0.0, -res, self.uly)
 
     def shape(self, res: float) -> tuple[int, int]:
-        n = int(round(S2_TILE_SIZE_M / res))
+        n = round(S2_TILE_SIZE_M / res)
         return n, n
 
     @property

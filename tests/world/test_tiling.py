@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
 
-from cenlib.world.tiling import s2_tile, s2_tiles_covering, worldcover_tile_name, worldcover_tile_origin, worldcover_tiles
+from cenlib.world.tiling import (
+    s2_tile,
+    s2_tiles_covering,
+    worldcover_tile_name,
+    worldcover_tile_origin,
+    worldcover_tiles,
+)
 
 
 @given(st.integers(-30, 29).map(lambda v: v * 3), st.integers(-60, 59).map(lambda v: v * 3))
@@ -35,7 +41,13 @@ def test_real_names() -> None:
 
 
 def test_s2_tile_matches_real_planetary_computer_record(real_fixtures) -> None:  # type: ignore[no-untyped-def]
-    item = json.loads((real_fixtures / "stac-items/planetary-computer/S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json").read_text())
+    item = json.loads(
+        (
+            real_fixtures
+            / "stac-items/planetary-computer"
+            / "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json"
+        ).read_text()
+    )
     b02 = item["assets"]["B02"]
     t = s2_tile("06VVN")
     assert t.epsg == item["properties"]["proj:epsg"]

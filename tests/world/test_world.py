@@ -26,11 +26,17 @@ from cenlib.world.tiling import worldcover_tile_origin
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _items(world: Path) -> list[tuple[Path, dict[str, Any]]]:
-    return [(p, json.loads(p.read_text())) for p in sorted((world / "stac").rglob("items/*/*.json"))]
+    return [
+        (p, json.loads(p.read_text())) for p in sorted((world / "stac").rglob("items/*/*.json"))
+    ]
 
 
 def _href(item_path: Path, item: dict[str, Any], key: str) -> Path:
@@ -56,7 +62,11 @@ def test_demo_preset_covers_zones_and_hemispheres(demo_world: Path) -> None:
     zones = {i["properties"]["mgrs:utm_zone"] for i in es}
     assert len(zones) >= 3
     assert any(i["bbox"][1] < 0 for i in es), "one area in the southern hemisphere"
-    straddling = [a for a in preset_areas("demo") if int((a.bbox[0] + 180) // 6) != int((a.bbox[2] + 180) // 6)]
+    straddling = [
+        a
+        for a in preset_areas("demo")
+        if int((a.bbox[0] + 180) // 6) != int((a.bbox[2] + 180) // 6)
+    ]
     assert straddling, "one area straddles a UTM zone boundary"
     dates = {i["properties"]["datetime"][:10] for i in es}
     assert len(dates) >= 3
@@ -84,7 +94,9 @@ def _core_validator() -> Draft7Validator:
         res = Resource.from_contents(doc)
         resources.append((str(doc.get("$id", "")).rstrip("#"), res))
         if "stac-spec" in p.parts:  # one bundled $id has a typo; register the file name too
-            resources.append((f"https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/{p.name}", res))
+            resources.append(
+                (f"https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/{p.name}", res)
+            )
     item_schema = json.loads((root / "stac-spec/v1.1.0/item.json").read_text())
     registry = Registry().with_resources(resources)
     return Draft7Validator(item_schema, registry=registry)
@@ -123,18 +135,24 @@ def test_item_grids_match_files_and_footprints_match_data(demo_world: Path) -> N
                 epsg = item["properties"]["proj:epsg"]
                 assert ds.crs.to_epsg() == epsg
                 raster_box = box(*transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=51))
-                assert raster_box.buffer(1e-6).contains(geom), f"{path.name}: footprint outside raster"
+                assert raster_box.buffer(1e-6).contains(geom), (
+                    f"{path.name}: footprint outside raster"
+                )
                 # Every data pixel of a coarse overview lies in the footprint (tolerance: 1 px).
                 ov = ds.read(1, out_shape=(ds.height // 32, ds.width // 32))
                 rows, cols = np.nonzero(ov)
                 assert rows.size, f"{path.name}:{key} has no data at all"
                 pick = np.linspace(0, rows.size - 1, 60).astype(int)
-                xs, ys = rasterio.transform.xy(ds.transform @ ds.transform.scale(32, 32), rows[pick], cols[pick])
+                xs, ys = rasterio.transform.xy(
+                    ds.transform @ ds.transform.scale(32, 32), rows[pick], cols[pick]
+                )
                 # Compare in the raster's own CRS, where one overview pixel has a fixed size.
                 to_raster = Transformer.from_crs(4326, ds.crs, always_xy=True)
                 footprint = shapely.transform(geom, to_raster.transform, interleaved=False)
                 grown = footprint.buffer(1.5 * 32 * abs(ds.transform.a))
-                assert all(grown.contains(Point(x, y)) for x, y in zip(xs, ys, strict=True)), f"{path.name}:{key}"
+                assert all(grown.contains(Point(x, y)) for x, y in zip(xs, ys, strict=True)), (
+                    f"{path.name}:{key}"
+                )
             break  # one asset per item suffices for pixels; grids of all assets checked below
         for key, asset in item["assets"].items():
             with rasterio.open(_href(path, item, key)) as ds:
@@ -167,7 +185,11 @@ def test_worldcover_pixels_land_where_tile_name_says(demo_world: Path) -> None:
 
 
 def test_land_cover_is_coherent_and_biome_specific() -> None:
-    expect = {"dolomites": {TREE, SNOW, BARE, WATER}, "sao-luis": {MANGROVE, WATER, TREE}, "finnmark": {MOSS, WATER}}
+    expect = {
+        "dolomites": {TREE, SNOW, BARE, WATER},
+        "sao-luis": {MANGROVE, WATER, TREE},
+        "finnmark": {MOSS, WATER},
+    }
     for area in preset_areas("demo"):
         codes, grid = paint(area, 0)
         assert isinstance(grid, AreaGrid)
@@ -191,10 +213,15 @@ def test_pixels_follow_land_cover_and_scl_matches_cloud_cover(demo_world: Path) 
             scl = ds.read(1)
         valid = scl > 0
         cloudy = np.isin(scl, (8, 9, 10))
-        assert item["properties"]["eo:cloud_cover"] == pytest.approx(100 * cloudy.sum() / valid.sum(), abs=1e-3)
+        assert item["properties"]["eo:cloud_cover"] == pytest.approx(
+            100 * cloudy.sum() / valid.sum(), abs=1e-3
+        )
         # Compare pixels with the WorldCover tile they derive from, on the clear pixels.
         wc = sorted((demo_world / "data/esa-worldcover").rglob("*_Map.tif"))
-        with rasterio.open(_href(path, item, "red")) as r, rasterio.open(_href(path, item, "nir")) as n:
+        with (
+            rasterio.open(_href(path, item, "red")) as r,
+            rasterio.open(_href(path, item, "nir")) as n,
+        ):
             ov_rows, ov_cols = np.nonzero(scl[::8, ::8])
             r0, c0 = ov_rows.min() * 16, ov_cols.min() * 16
             h, w = (ov_rows.max() + 1) * 16 - r0, (ov_cols.max() + 1) * 16 - c0
@@ -207,9 +234,17 @@ def test_pixels_follow_land_cover_and_scl_matches_cloud_cover(demo_world: Path) 
         for t in wc:
             part = np.zeros_like(lc)
             with rasterio.open(t) as ds:
-                reproject(rasterio.band(ds, 1), part, dst_transform=wt, dst_crs=crs, resampling=Resampling.nearest)
+                reproject(
+                    rasterio.band(ds, 1),
+                    part,
+                    dst_transform=wt,
+                    dst_crs=crs,
+                    resampling=Resampling.nearest,
+                )
             lc = np.where(lc == 0, part, lc)
-        scl10 = np.repeat(np.repeat(scl[r0 // 2 : (r0 + h) // 2, c0 // 2 : (c0 + w) // 2], 2, 0), 2, 1)[: lc.shape[0], : lc.shape[1]]
+        scl10 = np.repeat(
+            np.repeat(scl[r0 // 2 : (r0 + h) // 2, c0 // 2 : (c0 + w) // 2], 2, 0), 2, 1
+        )[: lc.shape[0], : lc.shape[1]]
         clear = np.isin(scl10, (4, 5, 6, 11))
         ndvi = (nir - red) / np.maximum(nir + red, 1e-6)
         for code, lo, hi in ((TREE, 0.6, 1.0), (WATER, -1.0, 0.0)):
