@@ -85,6 +85,9 @@ def run_job(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"name": cfg.name, "output": str(out)}
     with source_urls(cfg, console) as (urls, aois), make_client(cfg.cluster) as client:
+        if cfg.cluster.kind == "address":
+            # An external cluster may still be starting its workers.
+            client.wait_for_workers(1, timeout=120)
         console.print(f"Dask dashboard: [link]{client.dashboard_link}[/link]")
         n_workers = len(client.scheduler_info().get("workers", {}))
         summary["cluster"] = {"workers": n_workers, "dashboard": client.dashboard_link}

@@ -75,3 +75,32 @@ def test_unreachable_source_is_recorded_and_nothing_else_lost(
     assert all("server running" in f["error"] for f in failures)
     # The WorldCover searches that worked are kept.
     assert len((run / "search" / "worldcover.ndjson").read_text().splitlines()) == 4
+
+
+def test_job_on_an_existing_scheduler(tmp_path: Path, demo_world: Path) -> None:
+    """cluster kind 'address': a scheduler and a worker started as separate processes."""
+    from cenlib.stac.server import free_port
+
+    port = free_port()
+    bindir = Path(sys.executable).parent
+    sched = subprocess.Popen(
+        [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--dashboard-address", ":0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [str(bindir / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1",
+         "--nworkers", "1", "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        address = f"tcp://127.0.0.1:{port}"
+        proc, run = _run(tmp_path, demo_world, cluster={"kind": "address", "address": address})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["cluster"]["workers"] == 1
+        assert summary["search"]["failed"] == 0 and summary["search"]["items"]["worldcover"] == 4
+    finally:
+        for p in (worker, sched):
+            p.terminate()
+            p.wait(timeout=30)
