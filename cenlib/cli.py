@@ -58,7 +58,11 @@ def world_build(
         raise typer.Exit(2)
     with progress_bar(Console()) as bar:
         task = bar.add_task(f"world {preset}", total=count_steps(preset))
-        m = build_world(out, preset, seed, lambda _m, n: bar.advance(task, n))
+        try:
+            m = build_world(out, preset, seed, lambda _m, n: bar.advance(task, n))
+        except FileExistsError as e:
+            err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
     typer.echo(json.dumps(m["counts"]))
 
 

@@ -265,6 +265,11 @@ def build_world(
     report = progress or (lambda _msg, _n: None)
     areas = preset_areas(preset)
     if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and read_manifest(out) is None):
+            raise FileExistsError(
+                f"{out}: exists and is not a synthetic world (no world.json); "
+                "choose a new or empty directory for --out"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True)
     data: dict[str, _AreaData] = {}

@@ -254,3 +254,10 @@ def test_pixels_follow_land_cover_and_scl_matches_cloud_cover(demo_world: Path) 
                 assert lo <= med <= hi, f"{path.name}: class {code} median NDVI {med:.2f}"
                 checked += 1
     assert checked >= 12, "too few clear tree/water samples to judge"
+
+
+def test_build_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a synthetic world"):
+        build_world(tmp_path, "tiny", 0)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
