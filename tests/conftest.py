@@ -11,13 +11,15 @@ from cenlib.stac.server import serve, serve_world
 from cenlib.world.build import build_world
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "fixtures" / "real"
+# A copy of the workplace's shared/fixtures/real (read-only there), kept in the repository so
+# that a clone anywhere can run the tests. Its README says where each file comes from.
+REAL = REPO / "tests" / "fixtures" / "real"
 
 
 @pytest.fixture(scope="session")
 def real_fixtures() -> Path:
     if not REAL.is_dir():
-        pytest.fail(f"real fixtures missing at {REAL} (expected beside the repository in shared/)")
+        pytest.fail(f"real fixtures missing at {REAL}; restore them from git")
     return REAL
 
 

@@ -32,8 +32,9 @@ def worldcover_tile_origin(name: str) -> tuple[int, int]:
 def worldcover_tiles(bbox: tuple[float, float, float, float]) -> list[str]:
     """WorldCover tiles intersecting a lon/lat bbox (touching edges excluded)."""
     w, s, e, n = bbox
-    lons = range(3 * math.floor(w / 3), 3 * math.ceil(e / 3), 3)
-    lats = range(3 * math.floor(s / 3), 3 * math.ceil(n / 3), 3)
+    # Integer arithmetic: w / 3 can underflow to -0.0 for tiny negative w and lose its tile.
+    lons = range(3 * (math.floor(w) // 3), 3 * -(-math.ceil(e) // 3), 3)
+    lats = range(3 * (math.floor(s) // 3), 3 * -(-math.ceil(n) // 3), 3)
     return [worldcover_tile_name(lo, la) for la in lats for lo in lons]
 
 

@@ -15,6 +15,17 @@ from cenlib.world.presets import preset_areas
 DOLOMITES = next(a for a in preset_areas("demo") if a.name == "dolomites")
 
 
+def test_pystac_client_lists_collections(world_apis: dict[str, str], real_api: str) -> None:
+    es = Client.open(world_apis["earth-search"])
+    pc = Client.open(world_apis["planetary-computer"])
+    assert [c.id for c in es.get_collections()] == ["sentinel-2-l2a"]
+    assert sorted(c.id for c in pc.get_collections()) == ["esa-worldcover", "sentinel-2-l2a"]
+    wc = pc.get_collection("esa-worldcover")
+    assert wc.extent.spatial.bboxes[0][0] < -44 < 25 < wc.extent.spatial.bboxes[0][2]
+    real = Client.open(real_api)
+    assert {"esa-worldcover", "sentinel-2-l2a"} <= {c.id for c in real.get_collections()}
+
+
 def test_api_declares_no_query_or_filter(world_apis: dict[str, str]) -> None:
     client = Client.open(world_apis["earth-search"])
     assert not client.conforms_to("QUERY") and not client.conforms_to("FILTER")

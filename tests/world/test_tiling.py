@@ -65,3 +65,7 @@ def test_covering_tiles_contain_the_point(lon: float, lat: float) -> None:
         x, y = Transformer.from_crs(4326, t.epsg, always_xy=True).transform(lon, lat)
         x0, y0, x1, y1 = t.bounds
         assert x0 <= x <= x1 and y0 <= y <= y1
+
+
+def test_tiny_negative_coordinates_keep_their_tile() -> None:
+    assert worldcover_tiles((0.0, -5e-324, 1e-4, 1e-4)) == ["S03E000", "N00E000"]
