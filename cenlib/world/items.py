@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cenlib.classes import CLASSES
-from cenlib.world.sentinel2 import BANDS, SCL_KEY, SCL_PC_KEY
+from cenlib.world.sentinel2 import BANDS, SCL_KEY, SCL_PC_KEY, Band
 from cenlib.world.tiling import S2Tile, worldcover_tile_origin
 
 Json = dict[str, Any]
@@ -92,6 +92,35 @@ def _grid(tile: S2Tile, res: int) -> Json:
     return {"proj:shape": shape, "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f]}
 
 
+def _feature(
+    item_id: str,
+    cid: str,
+    extensions: list[str],
+    geometry: Json,
+    bbox: list[float],
+    props: Json,
+    assets: Json,
+) -> Json:
+    """A STAC item as stored on disk: its collection link is relative to the item file."""
+    link = {
+        "rel": "collection",
+        "href": f"../../collections/{cid}.json",
+        "type": "application/json",
+    }
+    return {
+        "type": "Feature", "stac_version": "1.0.0", "stac_extensions": extensions, "id": item_id,
+        "collection": cid, "geometry": geometry, "bbox": bbox, "properties": props,
+        "assets": assets, "links": [link],
+    }  # fmt: skip
+
+
+def _eo_band(name: str, b: Band) -> Json:
+    return {
+        "name": name, "common_name": b.common_name, "description": b.description,
+        "center_wavelength": b.center, "full_width_half_max": b.fwhm,
+    }  # fmt: skip
+
+
 def earth_search_item(s: Scene, hrefs: dict[str, str]) -> Json:
     """An Earth Search v1 ``sentinel-2-l2a`` item; `hrefs` maps asset key -> href."""
     assets: Json = {}
@@ -100,15 +129,7 @@ def earth_search_item(s: Scene, hrefs: dict[str, str]) -> Json:
             "href": hrefs[b.key],
             "type": COG,
             "title": f"{b.description} - {b.res}m",
-            "eo:bands": [
-                {
-                    "name": b.key,
-                    "common_name": b.common_name,
-                    "description": b.description,
-                    "center_wavelength": b.center,
-                    "full_width_half_max": b.fwhm,
-                }
-            ],
+            "eo:bands": [_eo_band(b.key, b)],
             "gsd": b.res,
             **_grid(s.tile, b.res),
             "raster:bands": [
@@ -153,24 +174,7 @@ def earth_search_item(s: Scene, hrefs: dict[str, str]) -> Json:
         "earthsearch:boa_offset_applied": s.baseline >= "04.00",
         "updated": _iso(s.when + dt.timedelta(hours=11)),
     }
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": ES_EXTENSIONS,
-        "id": s.es_id,
-        "collection": "sentinel-2-l2a",
-        "geometry": s.geometry,
-        "bbox": s.bbox,
-        "properties": props,
-        "assets": assets,
-        "links": [
-            {
-                "rel": "collection",
-                "href": "../../collections/sentinel-2-l2a.json",
-                "type": "application/json",
-            }
-        ],
-    }
+    return _feature(s.es_id, "sentinel-2-l2a", ES_EXTENSIONS, s.geometry, s.bbox, props, assets)
 
 
 def planetary_computer_item(s: Scene, hrefs: dict[str, str]) -> Json:
@@ -183,15 +187,7 @@ def planetary_computer_item(s: Scene, hrefs: dict[str, str]) -> Json:
             "type": COG,
             "title": f"Band {b.pc_key[1:].lstrip('0')} - {b.description} - {b.res}m",
             "gsd": b.res,
-            "eo:bands": [
-                {
-                    "name": b.pc_key,
-                    "common_name": b.common_name,
-                    "description": b.description,
-                    "center_wavelength": b.center,
-                    "full_width_half_max": b.fwhm,
-                }
-            ],
+            "eo:bands": [_eo_band(b.pc_key, b)],
             "proj:bbox": list(t.bounds),
             **_grid(t, b.res),
             "roles": ["data"],
@@ -220,24 +216,7 @@ def planetary_computer_item(s: Scene, hrefs: dict[str, str]) -> Json:
         "s2:processing_baseline": s.baseline,
         **{k: v for k, v in s.stats.items() if k.startswith("s2:")},
     }
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": PC_EXTENSIONS,
-        "id": s.pc_id,
-        "collection": "sentinel-2-l2a",
-        "geometry": s.geometry,
-        "bbox": s.bbox,
-        "properties": props,
-        "assets": assets,
-        "links": [
-            {
-                "rel": "collection",
-                "href": "../../collections/sentinel-2-l2a.json",
-                "type": "application/json",
-            }
-        ],
-    }
+    return _feature(s.pc_id, "sentinel-2-l2a", PC_EXTENSIONS, s.geometry, s.bbox, props, assets)
 
 
 def worldcover_item(name: str, href: str, geometry: Json, bbox: list[float]) -> Json:
@@ -248,56 +227,30 @@ def worldcover_item(name: str, href: str, geometry: Json, bbox: list[float]) -> 
         {"value": c.worldcover_code, "description": c.worldcover_name, "color-hint": c.color}
         for c in CLASSES[1:]
     ]
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": WC_EXTENSIONS,
-        "id": item_id,
-        "collection": "esa-worldcover",
-        "geometry": geometry,
-        "bbox": bbox,
-        "properties": {
-            "esa_worldcover:product_version": "2.0.0",
-            "esa_worldcover:product_tile": name,
-            "start_datetime": "2021-01-01T00:00:00Z",
-            "end_datetime": "2021-12-31T23:59:59Z",
-            "description": "ESA WorldCover product at 10m resolution",
-            "mission": "sentinel-1, sentinel-2",
-            "platform": "sentinel-1a, sentinel-1b, sentinel-2a, sentinel-2b",
-            "instruments": ["c-sar", "msi"],
-            "proj:epsg": 4326,
-            "grid:code": f"ESAWORLDCOVER-{name}",
-            "datetime": None,
-        },
-        "assets": {
-            "map": {
-                "href": href,
-                "type": COG,
-                "title": "Land Cover Classes",
-                "raster:bands": [
-                    {
-                        "name": "Band1",
-                        "description": "Classification values",
-                        "nodata": 0,
-                        "sampling": "area",
-                        "data_type": "uint8",
-                        "spatial_resolution": 10,
-                    }
-                ],
-                "classification:classes": classes,
-                "proj:transform": [1 / 12000, 0.0, float(lon0), 0.0, -1 / 12000, float(lat0 + 3)],
-                "proj:shape": [36000, 36000],
-                "roles": ["data"],
-            }
-        },
-        "links": [
-            {
-                "rel": "collection",
-                "href": "../../collections/esa-worldcover.json",
-                "type": "application/json",
-            }
-        ],
+    props: Json = {
+        "esa_worldcover:product_version": "2.0.0",
+        "esa_worldcover:product_tile": name,
+        "start_datetime": "2021-01-01T00:00:00Z",
+        "end_datetime": "2021-12-31T23:59:59Z",
+        "description": "ESA WorldCover product at 10m resolution",
+        "mission": "sentinel-1, sentinel-2",
+        "platform": "sentinel-1a, sentinel-1b, sentinel-2a, sentinel-2b",
+        "instruments": ["c-sar", "msi"],
+        "proj:epsg": 4326,
+        "grid:code": f"ESAWORLDCOVER-{name}",
+        "datetime": None,
     }
+    band = {
+        "name": "Band1", "description": "Classification values", "nodata": 0,
+        "sampling": "area", "data_type": "uint8", "spatial_resolution": 10,
+    }  # fmt: skip
+    asset = {
+        "href": href, "type": COG, "title": "Land Cover Classes", "raster:bands": [band],
+        "classification:classes": classes,
+        "proj:transform": [1 / 12000, 0.0, float(lon0), 0.0, -1 / 12000, float(lat0 + 3)],
+        "proj:shape": [36000, 36000], "roles": ["data"],
+    }  # fmt: skip
+    return _feature(item_id, "esa-worldcover", WC_EXTENSIONS, geometry, bbox, props, {"map": asset})
 
 
 def collection(cid: str, description: str, items: list[Json], extensions: list[str]) -> Json:

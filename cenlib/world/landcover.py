@@ -76,7 +76,11 @@ def area_seed(seed: int, area: Area) -> int:
 
 
 def canvas_for(grid: AreaGrid, seed: int) -> Canvas:
-    lons, lats = grid.lonlat_centres()
+    return canvas_at(*grid.lonlat_centres(), seed)
+
+
+def canvas_at(lons: npt.NDArray[np.float64], lats: npt.NDArray[np.float64], seed: int) -> Canvas:
+    """A canvas over pixel centres given in degrees (any regular lon/lat grid)."""
     lon_mid, lat_mid = float(lons.mean()), float(lats.mean())
     xs = (lons - lon_mid) * M_PER_DEG_LON_EQ * np.cos(np.radians(lat_mid))
     ys = (lats - lat_mid) * M_PER_DEG_LAT
