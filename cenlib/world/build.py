@@ -45,7 +45,7 @@ from cenlib.world.tiling import (
     worldcover_tiles,
 )
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump whenever the bytes a seed produces change (invalidates caches)
 MANIFEST = "world.json"
 CATALOGS = ("earth-search", "planetary-computer")
 Progress = Callable[[str, int], None]  # (description of the step just done, steps it counts for)
