@@ -20,7 +20,7 @@ from cenlib.cluster import make_client
 from cenlib.config import RunConfig
 from cenlib.search import Aoi, run_search
 from cenlib.stac.server import serve_world
-from cenlib.world.build import count_steps, ensure_world, read_manifest
+from cenlib.world.build import count_steps, ensure_world, is_current, read_manifest
 
 
 def world_dir(cfg: RunConfig) -> Path:
@@ -39,9 +39,10 @@ def progress_bar(console: Console) -> Progress:
 
 def build_or_reuse_world(cfg: RunConfig, console: Console) -> Path:
     path = world_dir(cfg)
-    m = read_manifest(path)
-    if m and m.get("preset") == cfg.world.preset and m.get("seed") == cfg.world.seed:
+    if is_current(path, cfg.world.preset, cfg.world.seed):
         console.print(f"world: reusing [bold]{path}[/]")
+        return path
+    console.print(f"world: building [bold]{path}[/]")
     with progress_bar(console) as bar:
         task = bar.add_task(f"world {cfg.world.preset}", total=count_steps(cfg.world.preset))
         ensure_world(path, cfg.world.preset, cfg.world.seed, lambda _m, n: bar.advance(task, n))

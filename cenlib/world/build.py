@@ -363,16 +363,23 @@ def read_manifest(world: Path) -> dict[str, Any] | None:
     return result
 
 
-def ensure_world(
-    out: Path, preset: str, seed: int, progress: Progress | None = None
-) -> dict[str, Any]:
-    """Return the manifest of the world at `out`, building it first unless already there."""
+def is_current(out: Path, preset: str, seed: int) -> bool:
+    """Whether `out` holds a complete world of `preset` and `seed` made by this generator."""
     m = read_manifest(out)
-    if (
+    return bool(
         m
         and m.get("preset") == preset
         and m.get("seed") == seed
         and m.get("generator_version") == GENERATOR_VERSION
-    ):
-        return m
-    return build_world(out, preset, seed, progress)
+    )
+
+
+def ensure_world(
+    out: Path, preset: str, seed: int, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Return the manifest of the world at `out`, building it first unless already there."""
+    if not is_current(out, preset, seed):
+        return build_world(out, preset, seed, progress)
+    m = read_manifest(out)
+    assert m is not None
+    return m
