@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, as_completed
+from distributed import Client, as_completed, span
 
 from cenlib.config import RunConfig
 from cenlib.stac.search import SearchRequest, search
@@ -84,10 +84,11 @@ def run_search(
 ) -> dict[str, Any]:
     """Search every (area, source) pair on the cluster and write the results under `out`."""
     reqs = requests_for(cfg, urls, aois)
-    futures = [
-        client.submit(_search_task, s, a, r, key=f"search-{s}-{a.name}", pure=False)
-        for s, a, r in reqs
-    ]
+    with span("search"):  # groups the stage's tasks in the dashboard's span views
+        futures = [
+            client.submit(_search_task, s, a, r, key=f"search-{s}-{a.name}", pure=False)
+            for s, a, r in reqs
+        ]
     results: list[dict[str, Any]] = []
     for fut in as_completed(futures):
         results.append(fut.result())
