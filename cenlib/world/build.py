@@ -164,7 +164,7 @@ def _write_scene(
     members: list[tuple[_AreaData, S.Window, S.Acquisition]],
 ) -> tuple[I.Json, I.Json | None]:
     """Render and write one Sentinel-2 scene (all 11 assets); return its ES and PC items."""
-    parts10: dict[str, list[tuple[int, int, Any]]] = defaultdict(list)
+    by_asset: dict[str, list[tuple[int, int, Any]]] = defaultdict(list)
     scl20: list[npt.NDArray[np.uint8]] = []
     for ad, win, acq in members:
         refl, scl = S.render(
@@ -178,14 +178,14 @@ def _write_scene(
         )
         for bi, band in enumerate(S.BANDS):
             if band.res == 10:
-                parts10[band.key].append((win.row0, win.col0, S.to_dn(refl[bi], S.BOA_OFFSET_DN)))
+                by_asset[band.key].append((win.row0, win.col0, S.to_dn(refl[bi], S.BOA_OFFSET_DN)))
             else:
                 coarse = S.to_20m(refl[bi], mean=True)
-                parts10[band.key].append(
+                by_asset[band.key].append(
                     (win.row0 // 2, win.col0 // 2, S.to_dn(coarse, S.BOA_OFFSET_DN))
                 )
         s20 = np.ascontiguousarray(S.to_20m(scl, mean=False))
-        parts10[S.SCL_KEY].append((win.row0 // 2, win.col0 // 2, s20))
+        by_asset[S.SCL_KEY].append((win.row0 // 2, win.col0 // 2, s20))
         scl20.append(s20)
     # Local solar time ~10:30 at the scene's centre.
     lon_c = float(np.mean([np.mean(m[0].area.bbox[::2]) for m in members]))
@@ -212,7 +212,7 @@ def _write_scene(
     es_path = world / f"stac/earth-search/items/sentinel-2-l2a/{scene.es_id}.json"
     pc_path = world / f"stac/planetary-computer/items/sentinel-2-l2a/{scene.pc_id}.json"
     hrefs_es, hrefs_pc = {}, {}
-    for key, parts in parts10.items():
+    for key, parts in by_asset.items():
         res = 20 if key == S.SCL_KEY or next(b.res for b in S.BANDS if b.key == key) == 20 else 10
         path = folder / scene.file_name(key)
         write_sparse_cog(
