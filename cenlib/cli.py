@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cenlib.config import ConfigError, load_config
+from cenlib.config import ConfigError, RunConfig, load_config
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,7 +28,7 @@ app.add_typer(stac_app, name="stac")
 err = Console(stderr=True)
 
 
-def _load(path: Path):  # type: ignore[no-untyped-def]
+def _load(path: Path) -> RunConfig:
     try:
         return load_config(path)
     except ConfigError as e:
