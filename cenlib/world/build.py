@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +97,15 @@ def _write_worldcover(world: Path, areas: list[_AreaData], pc_items: list[I.Json
             by_tile[name].append(ad)
     for name in sorted(by_tile):
         lon0, lat0 = worldcover_tile_origin(name)
-        tcol0, trow0 = round((lon0 + 180) * 12000), round((90 - (lat0 + 3)) * 12000)
+        tile = AreaGrid.for_worldcover_tile(name)
         parts = []
         for ad in by_tile[name]:
-            g = ad.grid
-            c0, c1 = max(g.col0, tcol0), min(g.col0 + g.width, tcol0 + 36000)
-            r0, r1 = max(g.row0, trow0), min(g.row0 + g.height, trow0 + 36000)
-            sub = ad.codes[r0 - g.row0 : r1 - g.row0, c0 - g.col0 : c1 - g.col0]
-            parts.append((r0 - trow0, c0 - tcol0, np.ascontiguousarray(sub)))
+            common = ad.grid.intersection(tile)
+            if common is None:
+                continue
+            rows, cols = tile.slices(common)
+            sub = np.ascontiguousarray(ad.codes[ad.grid.slices(common)])
+            parts.append((rows.start, cols.start, sub))
         path = (
             world / f"data/esa-worldcover/v200/2021/map/ESA_WorldCover_10m_2021_v200_{name}_Map.tif"
         )
@@ -239,6 +241,7 @@ def count_steps(preset: str) -> int:
     return len(preset_areas(preset)) * 2 + len(_scene_plan(preset_areas(preset)))
 
 
+@lru_cache(maxsize=8)  # count_steps and build_world both need it; tiling lookups are not free
 def _scene_plan(areas: tuple[Area, ...]) -> dict[tuple[str, dt.date], list[tuple[Area, S.Window]]]:
     plan: dict[tuple[str, dt.date], list[tuple[Area, S.Window]]] = defaultdict(list)
     for a in areas:

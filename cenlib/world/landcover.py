@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from cenlib.world.noise import F32, Canvas
 from cenlib.world.presets import Area
+from cenlib.world.tiling import worldcover_tile_origin
 
 WC_RES = 1.0 / 12000.0  # WorldCover pixel size in degrees
 M_PER_DEG_LAT = 110_574.0
@@ -57,6 +58,23 @@ class AreaGrid:
         row0 = int(np.floor((90.0 - n) * 12000 + 1e-6))
         row1 = int(np.ceil((90.0 - s) * 12000 - 1e-6))
         return cls(col0, row0, col1 - col0, row1 - row0)
+
+    @classmethod
+    def for_worldcover_tile(cls, name: str) -> AreaGrid:
+        """The whole 36000 x 36000 pixel grid of a WorldCover tile such as N45E009."""
+        lon0, lat0 = worldcover_tile_origin(name)
+        return cls(round((lon0 + 180) * 12000), round((90 - lat0 - 3) * 12000), 36000, 36000)
+
+    def intersection(self, other: AreaGrid) -> AreaGrid | None:
+        """The pixels both grids cover, or None."""
+        c0, c1 = max(self.col0, other.col0), min(self.col0 + self.width, other.col0 + other.width)
+        r0, r1 = max(self.row0, other.row0), min(self.row0 + self.height, other.row0 + other.height)
+        return AreaGrid(c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
+
+    def slices(self, part: AreaGrid) -> tuple[slice, slice]:
+        """Row and column slices of `part` within this grid's arrays."""
+        r, c = part.row0 - self.row0, part.col0 - self.col0
+        return slice(r, r + part.height), slice(c, c + part.width)
 
     @property
     def transform(self) -> Affine:
