@@ -97,6 +97,42 @@ class TimeConfig(_Record):
 class ThresholdsConfig(_Record):
     max_cloud_cover: float = Field(30.0, ge=0, le=100, description="scene eo:cloud_cover, %")
     min_valid_fraction: float = Field(0.9, ge=0, le=1, description="valid pixels in a patch")
+    max_patch_cloud: float = Field(
+        5.0, ge=0, le=100, description="cloud, shadow and cirrus over the patch by SCL, %"
+    )
+    max_patch_nodata: float = Field(1.0, ge=0, le=100, description="nodata over the patch, %")
+
+
+class PlanConfig(_Record):
+    """Which patches: every patch of the areas, a seeded draw from them, or an explicit list."""
+
+    source: Literal["area", "list"] = "area"
+    list_file: Path | None = Field(
+        None, description="CSV (column id, or lon and lat), GeoJSON points, or text of ids"
+    )
+    count: int | None = Field(None, ge=1, description="patches to draw; None = all of the area")
+    seed: int = Field(0, ge=0)
+    stratify: bool = Field(False, description="balance the dominant WorldCover class")
+    min_worldcover_fraction: float = Field(
+        0.5, ge=0, le=1, description="draw only where WorldCover has at least this much data"
+    )
+
+    @model_validator(mode="after")
+    def _list_needs_file(self) -> PlanConfig:
+        if self.source == "list" and self.list_file is None:
+            raise ValueError("source 'list' needs 'list_file: patches.csv'")
+        return self
+
+
+class IngestConfig(_Record):
+    """Reading Sentinel-2 and WorldCover onto each patch and writing the Zarr store."""
+
+    bands: tuple[str, ...] = ("blue", "green", "red", "nir")
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+    shard_patches: int = Field(16, ge=1, le=4096, description="patches per Zarr shard (one task)")
+    store: str | None = Field(
+        None, description="Zarr store path or fsspec URL; default <output>/dataset.zarr"
+    )
 
 
 class PromptConfig(_Record):
@@ -155,6 +191,8 @@ class RunConfig(_Record):
     grid: GridConfig = GridConfig()
     time: TimeConfig = TimeConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
+    plan: PlanConfig = PlanConfig()
+    ingest: IngestConfig = IngestConfig()
     prompt: PromptConfig = PromptConfig()
     caption: CaptionConfig = CaptionConfig()
     cluster: ClusterConfig = ClusterConfig()
