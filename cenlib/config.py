@@ -41,6 +41,9 @@ class SourceConfig(_Record):
     api: str = Field(description="STAC API root URL, or 'world' for the synthetic world")
     collection: str
     dialect: Literal["earth-search", "planetary-computer"] = "earth-search"
+    sign: bool = Field(
+        False, description="sign asset hrefs with the planetary-computer package before reading"
+    )
 
     @field_validator("api")
     @classmethod
@@ -124,6 +127,20 @@ class PlanConfig(_Record):
         return self
 
 
+S2_BANDS = (
+    "blue",
+    "green",
+    "red",
+    "nir",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir08",
+    "swir16",
+    "swir22",
+)
+
+
 class IngestConfig(_Record):
     """Reading Sentinel-2 and WorldCover onto each patch and writing the Zarr store."""
 
@@ -133,6 +150,17 @@ class IngestConfig(_Record):
     store: str | None = Field(
         None, description="Zarr store path or fsspec URL; default <output>/dataset.zarr"
     )
+
+    @field_validator("bands")
+    @classmethod
+    def _known_bands(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [b for b in v if b not in S2_BANDS]
+        if bad or not v or len(set(v)) != len(v):
+            raise ValueError(
+                f"bands must be distinct names from {', '.join(S2_BANDS)} (Earth Search keys; "
+                f"the Planetary Computer's B02.. keys are mapped automatically); got {list(v)}"
+            )
+        return v
 
 
 class PromptConfig(_Record):

@@ -31,15 +31,26 @@ def asset_key(dialect: Dialect, band: str) -> str:
 
 
 def reflectance_scale_offset(item: dict[str, Any], band: str) -> tuple[float, float]:
-    """(scale, offset) turning an asset's DNs into surface reflectance.
+    """(scale, offset) turning an asset's DNs into surface reflectance: refl = DN * scale + offset.
 
-    Earth Search states them in ``raster:bands``; the Planetary Computer does not, so they follow
-    from ``s2:processing_baseline``: from 04.00 on, every DN carries a +1000 offset.
+    The rule, per item, first match wins:
+
+    1. ``earthsearch:boa_offset_applied: true``: Earth Search already removed the +1000 DN offset
+       from the pixels, whatever ``raster:bands`` says (it still publishes offset -0.1, which
+       gives negative reflectances: Element84/earth-search#66, #71). Scale 1e-4, offset 0.
+    2. ``raster:bands`` states a scale or offset: use it.
+    3. Otherwise (the Planetary Computer publishes neither) the processing baseline decides:
+       from 04.00 (25 January 2022) on every DN carries +1000, so offset -0.1; before, none.
+
+    The ingest stage guards the rule with a data check on dark pixels.
     """
     dialect = detect(item)
+    props = item.get("properties", {})
+    if props.get("earthsearch:boa_offset_applied") is True:
+        return 0.0001, 0.0
     asset = item["assets"][asset_key(dialect, band)]
     rb = (asset.get("raster:bands") or [{}])[0]
     if "scale" in rb or "offset" in rb:
         return float(rb.get("scale", 1.0)), float(rb.get("offset", 0.0))
-    baseline = str(item.get("properties", {}).get("s2:processing_baseline", "00.00"))
+    baseline = str(props.get("s2:processing_baseline", "00.00"))
     return 0.0001, (-0.1 if baseline >= "04.00" else 0.0)

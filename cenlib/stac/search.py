@@ -13,6 +13,8 @@ from typing import Any, Literal
 import pystac
 from pystac_client import Client, ConformanceClasses
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from urllib3.util.retry import Retry
 
 BBox = tuple[float, float, float, float]
 CloudFilter = Literal["none", "query", "filter", "client"]
@@ -30,6 +32,8 @@ class SearchRequest:
     datetime: str | None = None  # RFC 3339 instant or interval "start/end"
     max_cloud_cover: float | None = None  # percent; items above are dropped
     page_size: int = 100
+    retries: int = 5  # on 429 and 5xx, with exponential backoff; Retry-After is honoured
+    backoff: float = 0.5  # seconds, doubled per attempt
 
 
 @dataclass
@@ -50,8 +54,16 @@ def _server_cloud_filter(client: Client) -> CloudFilter:
 
 def search(req: SearchRequest) -> SearchResult:
     """All items of one collection over `bbox` (all pages), cloud-filtered on server or client."""
+    retry = Retry(
+        total=req.retries,
+        backoff_factor=req.backoff,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=None,  # searches are POSTs, and idempotent
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
     try:
-        client = Client.open(req.url)
+        client = Client.open(req.url, stac_io=StacApiIO(max_retries=retry, timeout=60))
     except (APIError, OSError) as e:
         raise StacSearchError(f"cannot open STAC API {req.url}: {e}; is the server running?") from e
     mode: CloudFilter = "none" if req.max_cloud_cover is None else _server_cloud_filter(client)

@@ -46,7 +46,7 @@ from cenlib.world.tiling import (
     worldcover_tiles,
 )
 
-GENERATOR_VERSION = 2  # bump whenever the bytes a seed produces change (invalidates caches)
+GENERATOR_VERSION = 3  # bump whenever the bytes a seed produces change (invalidates caches)
 MANIFEST = "world.json"
 CATALOGS = ("earth-search", "planetary-computer")
 Progress = Callable[[str, int], None]  # (description of the step just done, steps it counts for)
@@ -167,6 +167,10 @@ def _write_scene(
 ) -> tuple[I.Json, I.Json | None]:
     """Render and write one Sentinel-2 scene (all 11 assets); return its ES and PC items."""
     by_asset: dict[str, list[tuple[int, int, Any]]] = defaultdict(list)
+    # Scenes only Earth Search holds have their DN offset removed (earthsearch:boa_offset_applied),
+    # as many real ones do; scenes shared with the PC dialect keep it (the files are shared).
+    offset_applied = not any(m[0].area.planetary_computer for m in members)
+    dn_offset = 0 if offset_applied else S.BOA_OFFSET_DN
     scl20: list[npt.NDArray[np.uint8]] = []
     for ad, win, acq in members:
         refl, scl = S.render(
@@ -180,11 +184,11 @@ def _write_scene(
         )
         for bi, band in enumerate(S.BANDS):
             if band.res == 10:
-                by_asset[band.key].append((win.row0, win.col0, S.to_dn(refl[bi], S.BOA_OFFSET_DN)))
+                by_asset[band.key].append((win.row0, win.col0, S.to_dn(refl[bi], dn_offset)))
             else:
                 coarse = S.to_20m(refl[bi], mean=True)
                 by_asset[band.key].append(
-                    (win.row0 // 2, win.col0 // 2, S.to_dn(coarse, S.BOA_OFFSET_DN))
+                    (win.row0 // 2, win.col0 // 2, S.to_dn(coarse, dn_offset))
                 )
         s20 = np.ascontiguousarray(S.to_20m(scl, mean=False))
         by_asset[S.SCL_KEY].append((win.row0 // 2, win.col0 // 2, s20))
@@ -204,6 +208,7 @@ def _write_scene(
         geometry=geom,
         bbox=bbox,
         stats=_scene_stats(scl20, (S2_TILE_PX_10M // 2) ** 2),
+        offset_applied=offset_applied,
     )
     folder = (
         world

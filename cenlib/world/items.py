@@ -50,6 +50,9 @@ class Scene:
     geometry: Json
     bbox: list[float]
     stats: dict[str, float]  # s2:*_percentage values and eo:cloud_cover
+    # Earth Search harmonised some scenes by removing the +1000 DN offset from the pixels while
+    # still publishing raster:bands offset -0.1; the world has scenes of both kinds.
+    offset_applied: bool = False
 
     @property
     def sat(self) -> str:
@@ -171,7 +174,7 @@ def earth_search_item(s: Scene, hrefs: dict[str, str]) -> Json:
         "s2:product_uri": s.product_uri,
         "datetime": _iso(s.when),
         "s2:sequence": "0",
-        "earthsearch:boa_offset_applied": s.baseline >= "04.00",
+        "earthsearch:boa_offset_applied": s.offset_applied,
         "updated": _iso(s.when + dt.timedelta(hours=11)),
     }
     return _feature(s.es_id, "sentinel-2-l2a", ES_EXTENSIONS, s.geometry, s.bbox, props, assets)

@@ -1,0 +1,400 @@
+"""Stage *ingest*: Sentinel-2 and WorldCover onto every planned patch, into one Zarr store.
+
+One Dask task per shard of ``ingest.shard_patches`` consecutive plan rows (the plan orders
+patches so that neighbours share a shard, hence files and file handles). A task chooses a scene
+per patch, reads it, maps WorldCover to ChatEarthNet classes and writes its whole shard. The
+graph grows with shards, not pixels. Re-running skips shards marked done; failures a run
+tolerates are stored per patch in the store itself, so a killed run loses none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+from distributed import Client, as_completed, span
+
+from cenlib.classes import worldcover_to_index
+from cenlib.config import RunConfig
+from cenlib.grid import PatchKey
+from cenlib.read import AssetReadError, AssetRef, Readers, read_onto
+from cenlib.scenes import (
+    REFL_NODATA,
+    Item,
+    Signer,
+    candidates,
+    choose,
+    negative_dark_share,
+    reflectance,
+)
+from cenlib.store import (
+    F32_FIELDS,
+    F64_FIELDS,
+    STR_FIELDS,
+    ShardData,
+    StoreSpec,
+    array,
+    create_or_open,
+    done_shards,
+    fingerprint,
+    open_group,
+    write_shard,
+)
+
+SUSPECT_NEGATIVE = 0.5  # share of the darkest pixels below -0.02 that flags a scene's offset
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    bands: tuple[str, ...]
+    resampling: str
+    max_cloud: float  # 0..1
+    max_nodata: float  # 0..1
+    min_wc_valid: float  # 0..1
+    sign_s2: str  # "none" or "planetary-computer"
+    sign_wc: str
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Plain data for one task: its patches, the items they need (each once) and where to write."""
+
+    index: int
+    start: int
+    keys: tuple[PatchKey, ...]
+    items: tuple[Item, ...]
+    s2: tuple[tuple[int, ...], ...]  # per patch: indices into items
+    wc: tuple[tuple[int, ...], ...]
+    url: str
+    params: IngestParams
+
+
+def signer(kind: str) -> Signer:
+    """Signs hrefs just before they are read, so tokens are fresh however long a run takes."""
+    if kind == "planetary-computer":
+        import planetary_computer
+
+        sign: Signer = planetary_computer.sign_url
+        return sign
+    return lambda href: href
+
+
+@dataclass
+class PatchOut:
+    refl: npt.NDArray[np.int16]
+    land_cover: npt.NDArray[np.uint8]
+    scl: npt.NDArray[np.uint8]
+    fields: dict[str, Any]
+
+
+def _issue(e: AssetReadError) -> dict[str, str]:
+    return {"item_id": e.item_id, "asset": e.asset, "href": e.href, "reason": e.reason}
+
+
+def ingest_patch(
+    readers: Readers, key: PatchKey, s2: list[Item], wc: list[Item], p: IngestParams
+) -> PatchOut:
+    """Choose, read and check one patch. Never raises for a tolerated failure: it reports it."""
+    gbox = key.geobox
+    n = key.size
+    out = PatchOut(
+        np.full((len(p.bands), n, n), REFL_NODATA, np.int16),
+        np.zeros((n, n), np.uint8),
+        np.zeros((n, n), np.uint8),
+        {"status": "failed", "reason": "", "s2_items": "", "wc_items": "", "datetime": None},
+    )
+    issues: list[dict[str, str]] = []
+    sign, sign_wc = signer(p.sign_s2), signer(p.sign_wc)
+    codes = np.zeros((n, n), np.uint8)
+    for it in wc:
+        href = str(it["assets"]["map"]["href"])
+        try:
+            a = read_onto(readers, AssetRef(it["id"], "map", sign_wc(href)), gbox, "nearest", 0)
+        except AssetReadError as e:
+            issues.append(_issue(e))
+            continue
+        if a is not None:
+            fill = (codes == 0) & (a != 0)
+            codes[fill] = a[fill]
+    valid = float((codes != 0).mean())
+    out.fields["wc_items"] = ",".join(i["id"] for i in wc)
+    out.fields["wc_valid_fraction"] = valid
+    out.land_cover = worldcover_to_index(codes)
+    if not wc:
+        out.fields["reason"] = "no WorldCover item covers the patch"
+    elif valid < p.min_wc_valid:
+        out.fields["reason"] = (
+            f"WorldCover has data on {100 * valid:.1f}% of the patch, under "
+            f"thresholds.min_valid_fraction ({100 * p.min_wc_valid:g}%)"
+        )
+    else:
+        choice = choose(readers, candidates(s2), gbox, p.max_cloud, p.max_nodata, sign)
+        issues.extend(_issue(e) for e in choice.errors)
+        out.fields["reason"] = choice.reason
+        if choice.candidate is not None and choice.scl is not None:
+            cand = choice.candidate
+            try:
+                out.refl = reflectance(readers, cand, p.bands, gbox, p.resampling, sign)
+            except AssetReadError as e:
+                issues.append(_issue(e))
+                out.fields["reason"] = f"chosen scene {cand.day} unreadable: {e}"
+            else:
+                out.scl = choice.scl
+                out.fields.update(
+                    status="ok",
+                    s2_items=",".join(cand.ids),
+                    datetime=cand.datetime,
+                    cloud_fraction=choice.cloud,
+                    nodata_fraction=choice.nodata,
+                )
+                share = negative_dark_share(out.refl)
+                if share > SUSPECT_NEGATIVE:
+                    issues.append(
+                        {
+                            "item_id": ",".join(cand.ids),
+                            "asset": ",".join(p.bands),
+                            "href": "",
+                            "reason": (
+                                f"suspect reflectance offset: {100 * share:.0f}% of the darkest "
+                                "pixels are below -0.02; check earthsearch:boa_offset_applied, "
+                                "raster:bands offset and s2:processing_baseline"
+                            ),
+                        }
+                    )
+    out.fields["issues"] = json.dumps(issues) if issues else ""
+    return out
+
+
+def ingest_shard(task: ShardTask) -> dict[str, Any]:
+    """Runs on a worker: every patch of one shard, then one whole-shard write."""
+    t0 = time.perf_counter()
+    outs = []
+    with Readers() as readers:
+        for key, s2i, wci in zip(task.keys, task.s2, task.wc, strict=True):
+            outs.append(
+                ingest_patch(
+                    readers,
+                    key,
+                    [task.items[i] for i in s2i],
+                    [task.items[i] for i in wci],
+                    task.params,
+                )
+            )
+    fields: dict[str, npt.NDArray[Any]] = {}
+    for name in STR_FIELDS:
+        fields[name] = np.array([str(o.fields.get(name, "")) for o in outs], dtype=object)
+    fields["patch_id"] = np.array([k.id for k in task.keys], dtype=object)
+    fields["grid"] = np.array([k.grid for k in task.keys], dtype=object)
+    fields["tile"] = np.array([k.tile for k in task.keys], dtype=object)
+    fields["crs"] = np.array([str(k.crs) for k in task.keys], dtype=object)
+    centers = np.array([k.center_lonlat() for k in task.keys], dtype=np.float64)
+    fields["center_lon"], fields["center_lat"] = centers[:, 0], centers[:, 1]
+    fields["transform"] = np.array([tuple(k.geobox.affine)[:6] for k in task.keys], np.float64)
+    fields["datetime"] = np.array(
+        [
+            np.datetime64(str(o.fields["datetime"]).rstrip("Z"), "ns")
+            if o.fields["datetime"]
+            else np.datetime64("NaT", "ns")
+            for o in outs
+        ]
+    )
+    for name in F32_FIELDS:
+        fields[name] = np.array([o.fields.get(name, np.nan) for o in outs], np.float32)
+    assert set(F64_FIELDS) <= set(fields)
+    nbytes = write_shard(
+        task.url,
+        task.index,
+        ShardData(
+            task.start,
+            np.stack([o.refl for o in outs]),
+            np.stack([o.land_cover for o in outs]),
+            np.stack([o.scl for o in outs]),
+            fields,
+        ),
+    )
+    return {
+        "shard": task.index,
+        "patches": len(outs),
+        "ok": sum(o.fields["status"] == "ok" for o in outs),
+        "bytes": nbytes,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def assign(keys: list[PatchKey], items: list[Item]) -> list[tuple[int, ...]]:
+    """For each patch, the indices of the items whose footprint meets the patch."""
+    if not items:
+        return [() for _ in keys]
+    tree = shapely.STRtree([shapely.geometry.shape(i["geometry"]) for i in items])
+    out = []
+    for k in keys:
+        poly = shapely.geometry.shape(k.lonlat_polygon().json)
+        hits = tree.query(poly, predicate="intersects")
+        out.append(tuple(sorted(int(h) for h in hits)))
+    return out
+
+
+def params_from(cfg: RunConfig) -> IngestParams:
+    def kind(on: bool) -> str:
+        return "planetary-computer" if on else "none"
+
+    return IngestParams(
+        bands=cfg.ingest.bands,
+        resampling=cfg.ingest.resampling,
+        max_cloud=cfg.thresholds.max_patch_cloud / 100,
+        max_nodata=cfg.thresholds.max_patch_nodata / 100,
+        min_wc_valid=cfg.thresholds.min_valid_fraction,
+        sign_s2=kind(cfg.sources.sentinel2.sign),
+        sign_wc=kind(cfg.sources.worldcover.sign),
+    )
+
+
+def store_url(cfg: RunConfig) -> str:
+    return cfg.ingest.store or str(cfg.output / "dataset.zarr")
+
+
+def provenance(cfg: RunConfig, urls: dict[str, str]) -> dict[str, Any]:
+    versions = {}
+    for pkg in ("cenlib", "zarr", "numpy", "rasterio", "odc-geo", "pystac-client", "dask"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "unknown"
+    return {
+        "title": f"ChatEarthNet-style patches: {cfg.name}",
+        "sources": {
+            name: {
+                "api": urls.get(name, sc.api),
+                "collection": sc.collection,
+                "dialect": sc.dialect,
+            }
+            for name, sc in (
+                ("sentinel2", cfg.sources.sentinel2),
+                ("worldcover", cfg.sources.worldcover),
+            )
+        },
+        "software": versions,
+        "config_hash": fingerprint(cfg.model_dump(mode="json", exclude={"cluster"}))[:16],
+    }
+
+
+def _localise(
+    used: dict[tuple[str, int], int],
+    items: list[Item],
+    src: str,
+    idx: tuple[int, ...],
+    pool: list[Item],
+) -> tuple[int, ...]:
+    """Indices into a shard's own item list, adding each item the first time it is used."""
+    res = []
+    for j in idx:
+        if (src, j) not in used:
+            used[(src, j)] = len(items)
+            items.append(pool[j])
+        res.append(used[(src, j)])
+    return tuple(res)
+
+
+def make_tasks(
+    keys: list[PatchKey],
+    s2_items: list[Item],
+    wc_items: list[Item],
+    spec: StoreSpec,
+    p: IngestParams,
+) -> list[ShardTask]:
+    s2_of, wc_of = assign(keys, s2_items), assign(keys, wc_items)
+    tasks = []
+    for i in range(spec.n_shards):
+        a, b = spec.shard_range(i)
+        used: dict[tuple[str, int], int] = {}
+        items: list[Item] = []
+        s2 = tuple(_localise(used, items, "s2", s2_of[k], s2_items) for k in range(a, b))
+        wc = tuple(_localise(used, items, "wc", wc_of[k], wc_items) for k in range(a, b))
+        tasks.append(ShardTask(i, a, tuple(keys[a:b]), tuple(items), s2, wc, spec.url, p))
+    return tasks
+
+
+def run_ingest(
+    cfg: RunConfig,
+    keys: list[PatchKey],
+    s2_items: list[Item],
+    wc_items: list[Item],
+    urls: dict[str, str],
+    client: Client,
+    on_start: Callable[[int, int], None] | None = None,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Ingest every planned patch (skipping shards already done); returns the stage summary."""
+    p = params_from(cfg)
+    url = store_url(cfg)
+    fp = fingerprint(
+        [k.id for k in keys],
+        sorted(i["id"] for i in s2_items),
+        sorted(i["id"] for i in wc_items),
+        p.__dict__,
+        cfg.ingest.shard_patches,
+        cfg.grid.model_dump(mode="json"),
+    )
+    spec = StoreSpec(url, len(keys), cfg.ingest.shard_patches, p.bands, cfg.grid.patch_size, fp)
+    g = create_or_open(spec, provenance(cfg, urls))
+    done = done_shards(g)
+    tasks = [t for t in make_tasks(keys, s2_items, wc_items, spec, p) if t.index not in done]
+    if on_start:
+        on_start(spec.n_shards, len(done))
+    t0 = time.perf_counter()
+    results = []
+    with span("ingest"):
+        futures = [
+            client.submit(ingest_shard, t, key=f"ingest-shard-{t.index:05d}-{fp[:8]}", pure=False)
+            for t in tasks
+        ]
+        for fut in as_completed(futures):
+            r = fut.result()
+            results.append(r)
+            if on_done:
+                on_done(r)
+    seconds = time.perf_counter() - t0
+    status = np.asarray(array(open_group(url), "status")[:])
+    return {
+        "store": url,
+        "patches": len(keys),
+        "shards": spec.n_shards,
+        "shards_skipped": len(done),
+        "shards_written": len(results),
+        "ok": int((status == "ok").sum()),
+        "failed": int((status == "failed").sum()),
+        "bytes_written": sum(r["bytes"] for r in results),
+        "seconds": round(seconds, 2),
+    }
+
+
+def failure_rows(url: str) -> list[dict[str, Any]]:
+    """The failures table of a store: one row per failed patch and per tolerated asset error."""
+    g = open_group(url)
+    ids = np.asarray(array(g, "patch_id")[:])
+    status = np.asarray(array(g, "status")[:])
+    reason = np.asarray(array(g, "reason")[:])
+    issues = np.asarray(array(g, "issues")[:])
+    rows: list[dict[str, Any]] = []
+    for pid, st, why, iss in zip(ids, status, reason, issues, strict=True):
+        for rec in json.loads(str(iss)) if iss else []:
+            rows.append({"stage": "ingest", "patch_id": str(pid), **rec})
+        if st == "failed":
+            rows.append(
+                {
+                    "stage": "ingest",
+                    "patch_id": str(pid),
+                    "item_id": "",
+                    "asset": "",
+                    "href": "",
+                    "reason": str(why),
+                }
+            )
+    return rows

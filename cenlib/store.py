@@ -1,0 +1,234 @@
+"""The run's Zarr v3 store: layout, whole-shard writes, resume.
+
+Layout (one row per planned patch, in plan order; ``S`` = ``ingest.shard_patches``)::
+
+    reflectance  (patch, band, y, x) int16   reflectance * 10000, -32768 = no data;
+                                             chunk = 1 patch, shard = S patches
+    land_cover   (patch, y, x)       uint8   ChatEarthNet class index 0..11 (0 = background)
+    scl          (patch, y, x)       uint8   Sentinel-2 scene classification (0 = no data)
+    band         (band)              str     band names (Earth Search keys)
+    patch_id, grid, tile, crs, status, reason, s2_items, wc_items, issues   (patch) str
+    center_lon, center_lat           (patch) float64
+    transform    (patch, 6)          float64 affine a, b, c, d, e, f of the patch's pixel grid
+    datetime     (patch)             datetime64[ns] acquisition (NaT if none)
+    cloud_fraction, nodata_fraction, wc_valid_fraction   (patch) float32
+    shard_done   (shard)             uint8   1 once every array of that shard is written
+
+Every task writes whole shards (parallel partial-shard writes corrupt data: zarr-python#3682)
+and the 1-D arrays are chunked by shard, so a task owns every chunk it touches. ``shard_done``
+is written last; a shard without it is simply written again on resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+from zarr.codecs import ZstdCodec
+
+STORE_VERSION = 1
+STR_FIELDS = (
+    "patch_id",
+    "grid",
+    "tile",
+    "crs",
+    "status",
+    "reason",
+    "s2_items",
+    "wc_items",
+    "issues",
+)
+F64_FIELDS = ("center_lon", "center_lat")
+F32_FIELDS = ("cloud_fraction", "nodata_fraction", "wc_valid_fraction")
+COORDS = " ".join((*STR_FIELDS, *F64_FIELDS, "transform", "datetime", *F32_FIELDS))
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used for this run; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    url: str  # local path or fsspec URL
+    n_patches: int
+    shard: int
+    bands: tuple[str, ...]
+    size: int
+    fingerprint: str  # of everything that decides the arrays' bytes
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_patches // self.shard)
+
+    def shard_range(self, i: int) -> tuple[int, int]:
+        return i * self.shard, min((i + 1) * self.shard, self.n_patches)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-able parts (sorted keys), for config hashes and task keys."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def open_group(url: str, mode: str = "r") -> zarr.Group:
+    """Open the store at a local path or any fsspec URL (``file://``, ``memory://``, ``s3://``)."""
+    opts: dict[str, Any] | None = None
+    if url.startswith("file://"):
+        opts = {"auto_mkdir": True}  # fsspec's local filesystem does not make parents itself
+    elif "://" not in url:
+        return zarr.open_group(url, mode=mode)  # type: ignore[arg-type]
+    return zarr.open_group(url, mode=mode, storage_options=opts)  # type: ignore[arg-type]
+
+
+def _exists(url: str) -> bool:
+    try:
+        open_group(url, "r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return True
+
+
+def create_or_open(spec: StoreSpec, attrs: dict[str, Any]) -> zarr.Group:
+    """Open the store for this run, creating its arrays the first time.
+
+    A store made by a different plan or config is refused rather than mixed with this run.
+    """
+    if _exists(spec.url):
+        g = open_group(spec.url, "r+")
+        found = g.attrs.get("fingerprint")
+        if found != spec.fingerprint:
+            raise StoreError(
+                f"Zarr store {spec.url} was written by another plan or configuration "
+                f"(fingerprint {str(found)[:12]}, this run {spec.fingerprint[:12]}); "
+                "delete it, or set ingest.store to a new location"
+            )
+        return g
+    g = open_group(spec.url, "w")
+    n, s, nb, px = spec.n_patches, spec.shard, len(spec.bands), spec.size
+    zstd = (ZstdCodec(level=3),)
+    common: dict[str, Any] = {"compressors": zstd}
+    g.create_array(
+        "reflectance",
+        shape=(n, nb, px, px),
+        chunks=(1, nb, px, px),
+        shards=(s, nb, px, px),
+        dtype="int16",
+        fill_value=-32768,
+        dimension_names=("patch", "band", "y", "x"),
+        attributes={
+            "scale_factor": 0.0001,
+            "_FillValue": -32768,
+            "units": "1",
+            "long_name": "surface reflectance",
+            "coordinates": COORDS,
+        },
+        **common,
+    )
+    for name, desc in (
+        ("land_cover", "ChatEarthNet land-cover class index (0 = background)"),
+        ("scl", "Sentinel-2 scene classification (0 = no data)"),
+    ):
+        g.create_array(
+            name,
+            shape=(n, px, px),
+            chunks=(1, px, px),
+            shards=(s, px, px),
+            dtype="uint8",
+            fill_value=0,
+            dimension_names=("patch", "y", "x"),
+            attributes={"long_name": desc, "coordinates": COORDS},
+            **common,
+        )
+    band = g.create_array("band", shape=(nb,), dtype=str, dimension_names=("band",))
+    band[:] = np.array(spec.bands)
+    for name in STR_FIELDS:
+        g.create_array(name, shape=(n,), chunks=(s,), dtype=str, dimension_names=("patch",))
+    for name in F64_FIELDS:
+        g.create_array(
+            name,
+            shape=(n,),
+            chunks=(s,),
+            dtype="float64",
+            fill_value=np.nan,
+            dimension_names=("patch",),
+        )
+    for name in F32_FIELDS:
+        g.create_array(
+            name,
+            shape=(n,),
+            chunks=(s,),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=("patch",),
+        )
+    g.create_array(
+        "transform",
+        shape=(n, 6),
+        chunks=(s, 6),
+        dtype="float64",
+        fill_value=np.nan,
+        dimension_names=("patch", "affine"),
+    )
+    g.create_array(
+        "datetime", shape=(n,), chunks=(s,), dtype="datetime64[ns]", dimension_names=("patch",)
+    )
+    g.create_array(
+        "shard_done",
+        shape=(spec.n_shards,),
+        chunks=(1,),
+        dtype="uint8",
+        fill_value=0,
+        dimension_names=("shard",),
+    )
+    g.attrs.update(
+        {
+            **attrs,
+            "fingerprint": spec.fingerprint,
+            "store_version": STORE_VERSION,
+            "shard_patches": spec.shard,
+        }
+    )
+    return g
+
+
+def array(g: zarr.Group, name: str) -> zarr.Array[Any]:
+    """A named array of the store (an error naming the store if it is missing)."""
+    a = g.get(name)
+    if not isinstance(a, zarr.Array):
+        raise StoreError(f"Zarr store {g.store} has no array {name!r}; was it made by cen ingest?")
+    return a
+
+
+def done_shards(g: zarr.Group) -> set[int]:
+    flags = np.asarray(array(g, "shard_done")[:])
+    return {int(i) for i in np.flatnonzero(flags)}
+
+
+@dataclass
+class ShardData:
+    """Everything one task writes: arrays for patches [start, stop) of the store."""
+
+    start: int
+    reflectance: npt.NDArray[np.int16]
+    land_cover: npt.NDArray[np.uint8]
+    scl: npt.NDArray[np.uint8]
+    fields: dict[str, npt.NDArray[Any]]
+
+
+def write_shard(url: str, index: int, data: ShardData) -> int:
+    """Write one whole shard, then mark it done; returns bytes of pixel data written."""
+    g = open_group(url, "r+")
+    stop = data.start + len(data.reflectance)
+    region = slice(data.start, stop)
+    array(g, "reflectance")[region] = data.reflectance
+    array(g, "land_cover")[region] = data.land_cover
+    array(g, "scl")[region] = data.scl
+    for name, values in data.fields.items():
+        array(g, name)[region] = values
+    array(g, "shard_done")[index] = 1
+    return int(data.reflectance.nbytes + data.land_cover.nbytes + data.scl.nbytes)
