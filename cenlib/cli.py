@@ -131,11 +131,32 @@ def stac_search(
     )
 
 
+def _run(config: Path, stages: tuple[str, ...]) -> None:
+    from cenlib.job import JobError, failed, run_job
+    from cenlib.store import StoreError
+
+    try:
+        summary = run_job(_load(config), stages=stages)
+    except (JobError, StoreError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    if failed(summary):
+        raise typer.Exit(1)
+
+
 @app.command("run")
 def run(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
     """Run the dataset job: every stage that exists so far, on a Dask cluster."""
-    from cenlib.job import run_job
+    _run(config, ("plan", "ingest"))
 
-    summary = run_job(_load(config))
-    if summary["search"]["failed"]:
-        raise typer.Exit(1)
+
+@app.command("plan")
+def plan(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+    """Plan the patches (writes <output>/plan.parquet)."""
+    _run(config, ("plan",))
+
+
+@app.command("ingest")
+def ingest(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+    """Search and ingest the planned patches into the Zarr store (resumes where it stopped)."""
+    _run(config, ("ingest",))

@@ -117,7 +117,7 @@ class PlanConfig(_Record):
     seed: int = Field(0, ge=0)
     stratify: bool = Field(False, description="balance the dominant WorldCover class")
     min_worldcover_fraction: float = Field(
-        0.5, ge=0, le=1, description="draw only where WorldCover has at least this much data"
+        0.95, ge=0, le=1, description="draw only where WorldCover has at least this much data"
     )
 
     @model_validator(mode="after")

@@ -135,39 +135,44 @@ def ingest_patch(
             f"thresholds.min_valid_fraction ({100 * p.min_wc_valid:g}%)"
         )
     else:
-        choice = choose(readers, candidates(s2), gbox, p.max_cloud, p.max_nodata, sign)
-        issues.extend(_issue(e) for e in choice.errors)
-        out.fields["reason"] = choice.reason
-        if choice.candidate is not None and choice.scl is not None:
+        cands = candidates(s2)
+        while True:
+            choice = choose(readers, cands, gbox, p.max_cloud, p.max_nodata, sign)
+            issues.extend(_issue(e) for e in choice.errors)
+            out.fields["reason"] = choice.reason
+            if choice.candidate is None or choice.scl is None:
+                break
             cand = choice.candidate
             try:
                 out.refl = reflectance(readers, cand, p.bands, gbox, p.resampling, sign)
             except AssetReadError as e:
+                # Tolerated: recorded, and the next best day gets its chance.
                 issues.append(_issue(e))
-                out.fields["reason"] = f"chosen scene {cand.day} unreadable: {e}"
-            else:
-                out.scl = choice.scl
-                out.fields.update(
-                    status="ok",
-                    s2_items=",".join(cand.ids),
-                    datetime=cand.datetime,
-                    cloud_fraction=choice.cloud,
-                    nodata_fraction=choice.nodata,
+                cands = [c for c in cands if c.day != cand.day]
+                continue
+            out.scl = choice.scl
+            out.fields.update(
+                status="ok",
+                s2_items=",".join(cand.ids),
+                datetime=cand.datetime,
+                cloud_fraction=choice.cloud,
+                nodata_fraction=choice.nodata,
+            )
+            share = negative_dark_share(out.refl)
+            if share > SUSPECT_NEGATIVE:
+                issues.append(
+                    {
+                        "item_id": ",".join(cand.ids),
+                        "asset": ",".join(p.bands),
+                        "href": "",
+                        "reason": (
+                            f"suspect reflectance offset: {100 * share:.0f}% of the darkest "
+                            "pixels are below -0.02; check earthsearch:boa_offset_applied, "
+                            "raster:bands offset and s2:processing_baseline"
+                        ),
+                    }
                 )
-                share = negative_dark_share(out.refl)
-                if share > SUSPECT_NEGATIVE:
-                    issues.append(
-                        {
-                            "item_id": ",".join(cand.ids),
-                            "asset": ",".join(p.bands),
-                            "href": "",
-                            "reason": (
-                                f"suspect reflectance offset: {100 * share:.0f}% of the darkest "
-                                "pixels are below -0.02; check earthsearch:boa_offset_applied, "
-                                "raster:bands offset and s2:processing_baseline"
-                            ),
-                        }
-                    )
+            break
     out.fields["issues"] = json.dumps(issues) if issues else ""
     return out
 

@@ -1,6 +1,8 @@
 """The dataset job: every stage that exists, in order, on a Dask cluster.
 
-Stages so far: world (synthetic sources, when configured) -> serve -> search.
+Stages so far: world (synthetic sources, when configured) -> serve -> plan (WorldCover search
+over the areas, then the draw) -> search (per group of planned patches) -> ingest (Zarr store).
+``cen plan`` runs the first part, ``cen ingest`` the rest from the plan on disk, ``cen run`` both.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from rich.table import Table
 
 from cenlib.cluster import make_client
 from cenlib.config import RunConfig
-from cenlib.search import Aoi, run_search
+from cenlib.ingest import failure_rows, run_ingest
+from cenlib.plan import grid_for, keys_from_plan, make_plan, read_plan, write_plan
+from cenlib.search import Aoi, patch_groups, read_items, run_search
 from cenlib.stac.server import serve_world
 from cenlib.world.build import count_steps, ensure_world, is_current, read_manifest
 
@@ -76,7 +80,86 @@ def source_urls(cfg: RunConfig, console: Console) -> Iterator[tuple[dict[str, st
         yield urls, aois
 
 
-def run_job(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
+STAGES = ("plan", "ingest")
+
+
+class JobError(RuntimeError):
+    """The run cannot go on (a missing plan, a store of another run): says what to do."""
+
+
+def _plan(
+    cfg: RunConfig, urls: dict[str, str], aois: list[Aoi], client: Any, console: Console
+) -> dict[str, Any]:
+    out = cfg.output
+    wc_items: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    if cfg.plan.source == "area":
+        with progress_bar(console) as bar:
+            task = bar.add_task("plan: WorldCover search", total=len(aois))
+            summary["search"] = run_search(
+                cfg,
+                urls,
+                aois,
+                client,
+                out,
+                lambda _k: bar.advance(task),
+                sources=("worldcover",),
+                subdir="search-areas",
+            )
+        if aois and summary["search"]["failed"] == len(aois):
+            raise JobError(
+                f"every WorldCover search failed ({cfg.sources.worldcover.collection} at "
+                f"{urls['worldcover']}); see {out / 'failures.jsonl'}; check "
+                "sources.worldcover.api and that the API is up"
+            )
+        wc_items = read_items(out / "search-areas", "worldcover")
+    plan = make_plan(cfg, [(a.name, a.bbox) for a in aois], wc_items)
+    write_plan(plan, out / "plan.parquet")
+    summary["patches"] = len(plan)
+    summary["by_dominant_class"] = {
+        str(k): int(v) for k, v in plan["wc_dominant"].value_counts().sort_index().items()
+    }
+    return summary
+
+
+def _ingest(
+    cfg: RunConfig, urls: dict[str, str], client: Any, console: Console
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    out = cfg.output
+    path = out / "plan.parquet"
+    if not path.is_file():
+        raise JobError(f"no plan at {path}; run `cen plan CONFIG` (or `cen run CONFIG`) first")
+    keys = keys_from_plan(read_plan(path), grid_for(cfg.grid))
+    groups = [g for g, _ in patch_groups(keys)]
+    with progress_bar(console) as bar:
+        task = bar.add_task("search", total=2 * len(groups))
+        search = run_search(cfg, urls, groups, client, out, lambda _k: bar.advance(task))
+    for src, n in search["failed_by_source"].items():
+        if groups and n == len(groups):
+            sc = getattr(cfg.sources, src)
+            raise JobError(
+                f"every {src} search failed ({sc.collection} at {urls[src]}); see "
+                f"{out / 'failures.jsonl'}; check sources.{src}.api and that the API is up"
+            )
+    s2, wc = read_items(out / "search", "sentinel2"), read_items(out / "search", "worldcover")
+    with progress_bar(console) as bar:
+        task = bar.add_task("ingest (shards)", total=None)
+
+        def start(total: int, done: int) -> None:
+            bar.update(task, total=total, completed=done)
+
+        ingest = run_ingest(cfg, keys, s2, wc, urls, client, start, lambda _r: bar.advance(task))
+    rows = failure_rows(ingest["store"])
+    with open(out / "failures.jsonl", "a", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    ingest["failure_rows"] = len(rows)
+    return search, ingest
+
+
+def run_job(
+    cfg: RunConfig, console: Console | None = None, stages: tuple[str, ...] = STAGES
+) -> dict[str, Any]:
     """Run the job described by `cfg`; return the run summary (also written to summary.json)."""
     console = console or Console()
     out = cfg.output
@@ -84,7 +167,7 @@ def run_job(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
     (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     (out / "failures.jsonl").write_text("", encoding="utf-8")
     t0 = time.perf_counter()
-    summary: dict[str, Any] = {"name": cfg.name, "output": str(out)}
+    summary: dict[str, Any] = {"name": cfg.name, "output": str(out), "stages": list(stages)}
     with source_urls(cfg, console) as (urls, aois), make_client(cfg.cluster) as client:
         if cfg.cluster.kind == "address":
             # An external cluster may still be starting its workers.
@@ -92,28 +175,47 @@ def run_job(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
         console.print(f"Dask dashboard: [link]{client.dashboard_link}[/link]")
         n_workers = len(client.scheduler_info().get("workers", {}))
         summary["cluster"] = {"workers": n_workers, "dashboard": client.dashboard_link}
-        with progress_bar(console) as bar:
-            task = bar.add_task("search", total=2 * len(aois))
-            summary["search"] = run_search(
-                cfg, urls, aois, client, out, lambda _k: bar.advance(task)
-            )
+        if "plan" in stages:
+            summary["plan"] = _plan(cfg, urls, aois, client, console)
+        if "ingest" in stages:
+            summary["search"], summary["ingest"] = _ingest(cfg, urls, client, console)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print_summary(out, summary, console)
     return summary
 
 
-def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
-    s = summary["search"]
-    console.print(
-        f"search: {s['searches']} searches over {s['aois']} areas, {s['failed']} failed; "
-        f"items: {s['items']}; cloudy scenes dropped: {s['dropped_cloudy']} "
-        f"(cloud filter: {', '.join(s['cloud_filter']) or 'n/a'})"
+def failed(summary: dict[str, Any]) -> bool:
+    """Whether a run lost work it should not have (searches that failed); exit code 1."""
+    return bool(
+        summary.get("search", {}).get("failed")
+        or summary.get("plan", {}).get("search", {}).get("failed")
     )
+
+
+def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
+    if "plan" in summary:
+        p = summary["plan"]
+        console.print(f"plan: {p['patches']} patches; dominant classes {p['by_dominant_class']}")
+    if "search" in summary:
+        s = summary["search"]
+        console.print(
+            f"search: {s['searches']} searches over {s['groups']} groups, {s['failed']} failed; "
+            f"items: {s['items']}; cloudy scenes dropped: {s['dropped_cloudy']} "
+            f"(cloud filter: {', '.join(s['cloud_filter']) or 'n/a'})"
+        )
+    if "ingest" in summary:
+        i = summary["ingest"]
+        console.print(
+            f"ingest: {i['ok']} patches ok, {i['failed']} failed of {i['patches']}; shards "
+            f"{i['shards_written']} written, {i['shards_skipped']} already done; "
+            f"{i['bytes_written'] / 2**20:.1f} MiB in {i['seconds']} s; "
+            f"{i['failure_rows']} rows in failures.jsonl"
+        )
     table = Table(title=f"run directory {out}")
     table.add_column("file")
     table.add_column("bytes", justify="right")
     for p in sorted(out.rglob("*")):
-        if p.is_file():
+        if p.is_file() and ".zarr" not in str(p.relative_to(out)):
             table.add_row(str(p.relative_to(out)), f"{p.stat().st_size:,}")
     console.print(table)

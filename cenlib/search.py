@@ -1,8 +1,8 @@
-"""Stage *search*: find Sentinel-2 and WorldCover items for every area of interest, on Dask.
+"""Stage *search*: find Sentinel-2 and WorldCover items for groups of patches, on Dask.
 
-One search per area and source (never one per patch). Results land in ``<run>/search/``:
-``<source>.ndjson`` (unique items), ``by_aoi.json`` (item ids per area) and failures in
-``<run>/failures.jsonl``.
+One search per group of nearby patches (or per area of interest) and source, never one per
+patch. Results land in ``<run>/<subdir>/``: ``<source>.ndjson`` (unique items, sorted by id),
+``by_group.json`` (item ids per group) and failures in ``<run>/failures.jsonl``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,52 @@ from typing import Any
 from distributed import Client, as_completed, span
 
 from cenlib.config import RunConfig
+from cenlib.grid import PatchKey
 from cenlib.stac.search import SearchRequest, search
 
 SOURCES = ("sentinel2", "worldcover")
+GROUP_LEVEL = 5  # a group spans 2**5 x 2**5 patches: about 160 km at ChatEarthNet's zoom 13
 
 
 @dataclass(frozen=True)
 class Aoi:
+    """A named lon/lat box: an area of interest, or the extent of a group of patches."""
+
     name: str
     bbox: tuple[float, float, float, float]
+
+
+def patch_groups(
+    keys: list[PatchKey], level: int = GROUP_LEVEL
+) -> list[tuple[Aoi, list[PatchKey]]]:
+    """Nearby patches grouped into blocks of 2**level x 2**level, each with its lon/lat extent."""
+    blocks: dict[tuple[str, int, int, int], list[PatchKey]] = {}
+    for k in keys:
+        if k.grid == "chatearthnet":
+            px, py = 2 * k.col + k.sub % 2, 2 * k.row + k.sub // 2
+        else:
+            px, py = k.col, k.row
+        blocks.setdefault((k.grid, k.zone, px >> level, py >> level), []).append(k)
+    out = []
+    for (grid, zone, bx, by), ks in sorted(blocks.items()):
+        bounds = [k.lonlat_polygon().boundingbox for k in ks]
+        bbox = (
+            min(b.left for b in bounds),
+            min(b.bottom for b in bounds),
+            max(b.right for b in bounds),
+            max(b.top for b in bounds),
+        )
+        out.append((Aoi(f"{grid}-{zone}-{bx}-{by}", bbox), ks))
+    return out
+
+
+def read_items(folder: Path, source: str) -> list[dict[str, Any]]:
+    """The unique items a search stage wrote for one source."""
+    path = folder / f"{source}.ndjson"
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def _search_task(source: str, aoi: Aoi, req: SearchRequest) -> dict[str, Any]:
@@ -51,11 +88,11 @@ def _search_task(source: str, aoi: Aoi, req: SearchRequest) -> dict[str, Any]:
 
 
 def requests_for(
-    cfg: RunConfig, urls: dict[str, str], aois: list[Aoi]
+    cfg: RunConfig, urls: dict[str, str], aois: list[Aoi], sources: tuple[str, ...] = SOURCES
 ) -> list[tuple[str, Aoi, SearchRequest]]:
     out = []
     for aoi in aois:
-        for source in SOURCES:
+        for source in sources:
             sc = getattr(cfg.sources, source)
             is_s2 = source == "sentinel2"
             out.append(
@@ -81,12 +118,14 @@ def run_search(
     client: Client,
     out: Path,
     on_done: Callable[[str], None] | None = None,
+    sources: tuple[str, ...] = SOURCES,
+    subdir: str = "search",
 ) -> dict[str, Any]:
-    """Search every (area, source) pair on the cluster and write the results under `out`."""
-    reqs = requests_for(cfg, urls, aois)
+    """Search every (area, source) pair on the cluster and write the results to `out/subdir`."""
+    reqs = requests_for(cfg, urls, aois, sources)
     with span("search"):  # groups the stage's tasks in the dashboard's span views
         futures = [
-            client.submit(_search_task, s, a, r, key=f"search-{s}-{a.name}", pure=False)
+            client.submit(_search_task, s, a, r, key=f"{subdir}-{s}-{a.name}", pure=False)
             for s, a, r in reqs
         ]
     results: list[dict[str, Any]] = []
@@ -95,31 +134,33 @@ def run_search(
         if on_done:
             on_done(fut.key if isinstance(fut.key, str) else str(fut.key))
     results.sort(key=lambda r: (r["source"], r["aoi"]))
-    (out / "search").mkdir(parents=True, exist_ok=True)
+    folder = out / subdir
+    folder.mkdir(parents=True, exist_ok=True)
     by_aoi: dict[str, dict[str, list[str]]] = {a.name: {} for a in aois}
-    unique: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in SOURCES}
+    unique: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in sources}
     failures = []
     dropped = 0
     for r in results:
         if not r["ok"]:
-            failures.append({"stage": "search", **{k: v for k, v in r.items() if k != "ok"}})
+            failures.append({"stage": subdir, **{k: v for k, v in r.items() if k != "ok"}})
             continue
         by_aoi[r["aoi"]][r["source"]] = [i["id"] for i in r["items"]]
         dropped += len(r["dropped_cloudy"])
         for i in r["items"]:
             unique[r["source"]][i["id"]] = i
     for s, its in unique.items():
-        with open(out / "search" / f"{s}.ndjson", "w", encoding="utf-8") as f:
+        with open(folder / f"{s}.ndjson", "w", encoding="utf-8") as f:
             for iid in sorted(its):
                 f.write(json.dumps(its[iid]) + "\n")
-    (out / "search" / "by_aoi.json").write_text(json.dumps(by_aoi, indent=1) + "\n")
+    (folder / "by_group.json").write_text(json.dumps(by_aoi, indent=1) + "\n")
     with open(out / "failures.jsonl", "a", encoding="utf-8") as f:
         for rec in failures:
             f.write(json.dumps(rec) + "\n")
     return {
-        "aois": len(aois),
+        "groups": len(aois),
         "searches": len(reqs),
         "failed": len(failures),
+        "failed_by_source": {src: sum(f["source"] == src for f in failures) for src in sources},
         "items": {s: len(v) for s, v in unique.items()},
         "dropped_cloudy": dropped,
         "cloud_filter": sorted(

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from cenlib.config import ConfigError, load_config
-from cenlib.job import run_job
+from cenlib.job import failed, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = run_job(cfg)
-    return 1 if summary["search"]["failed"] else 0
+    return 1 if failed(summary) else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from distributed import Client, LocalCluster
 
 from cenlib.stac.server import serve, serve_world
 from cenlib.world.build import build_world
@@ -41,3 +42,15 @@ def world_apis(demo_world: Path) -> Iterator[dict[str, str]]:
 def real_api(real_fixtures: Path) -> Iterator[str]:
     with serve([real_fixtures]) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Client]:
+    """A real LocalCluster: two worker processes, as the job uses by default."""
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as c,
+        Client(c) as client,
+    ):
+        yield client

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import xarray as xr
 import yaml
+
+from cenlib.plan import read_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-do-not-leak-4242"
@@ -41,39 +44,51 @@ def test_demo_job_end_to_end(tmp_path: Path, demo_world: Path) -> None:
     assert "Dask dashboard: http://" in proc.stdout
     summary = json.loads((run / "summary.json").read_text())
     assert summary["cluster"]["workers"] == 2
+    plan = read_plan(run / "plan.parquet")
+    assert summary["plan"]["patches"] == len(plan) > 50
+    assert set(plan["aoi"]) == {"dolomites", "sao-luis", "finnmark"}
     s = summary["search"]
-    assert s["aois"] == 3 and s["searches"] == 6 and s["failed"] == 0
-    assert s["cloud_filter"] == ["client"]
+    assert s["failed"] == 0 and s["cloud_filter"] == ["client"]
+    assert s["searches"] == 2 * s["groups"] < len(plan)  # grouped, never one per patch
     lines = (run / "search" / "sentinel2.ndjson").read_text().splitlines()
     assert len(lines) == s["items"]["sentinel2"] > 0
     assert all(json.loads(ln)["properties"]["eo:cloud_cover"] <= 30 for ln in lines)
-    by_aoi = json.loads((run / "search" / "by_aoi.json").read_text())
-    assert set(by_aoi) == {"dolomites", "sao-luis", "finnmark"}
-    assert all(v["worldcover"] for v in by_aoi.values())
-    assert (run / "failures.jsonl").read_text() == ""
+    # Every planned patch is in the store exactly once, in plan order.
+    ing = summary["ingest"]
+    ds = xr.open_zarr(run / "dataset.zarr", consolidated=False)
+    assert list(ds.patch_id.values) == list(plan["patch_id"])
+    ok = ds.status.values == "ok"
+    assert ing["ok"] == ok.sum() >= 0.8 * len(plan) and ing["ok"] + ing["failed"] == len(plan)
+    assert (ds.cloud_fraction.values[ok] <= 0.05).all()
+    assert (ds.nodata_fraction.values[ok] <= 0.01).all()
+    failures = [json.loads(ln) for ln in (run / "failures.jsonl").read_text().splitlines()]
+    failed_ids = {f["patch_id"] for f in failures if f["stage"] == "ingest"}
+    assert failed_ids >= set(ds.patch_id.values[~ok])
+    assert all(f["reason"] for f in failures)
     # Secrets never reach outputs or logs.
     for p in run.rglob("*"):
         if p.is_file():
-            assert SECRET not in p.read_text(errors="replace"), p
+            assert SECRET.encode() not in p.read_bytes(), p
     assert SECRET not in proc.stdout + proc.stderr
 
 
-def test_unreachable_source_is_recorded_and_nothing_else_lost(
+def test_unreachable_source_stops_the_run_and_keeps_the_record(
     tmp_path: Path, demo_world: Path
 ) -> None:
     cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     sources = cfg["sources"]
     sources["sentinel2"] = {"api": "http://127.0.0.1:9", "collection": "sentinel-2-l2a"}
     proc, run = _run(tmp_path, demo_world, sources=sources)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
+    assert "every sentinel2 search failed" in proc.stderr and "sources.sentinel2.api" in proc.stderr
     failures = [json.loads(ln) for ln in (run / "failures.jsonl").read_text().splitlines()]
-    assert len(failures) == 3
-    assert {f["aoi"] for f in failures} == {"dolomites", "sao-luis", "finnmark"}
+    assert failures and all(f["source"] == "sentinel2" for f in failures)
     assert all(
         f["url"] == "http://127.0.0.1:9" and f["collection"] == "sentinel-2-l2a" for f in failures
     )
     assert all("server running" in f["error"] for f in failures)
-    # The WorldCover searches that worked are kept.
+    # The plan and the WorldCover searches that worked are kept.
+    assert (run / "plan.parquet").is_file()
     assert len((run / "search" / "worldcover.ndjson").read_text().splitlines()) == 4
 
 
@@ -100,6 +115,7 @@ def test_job_on_an_existing_scheduler(tmp_path: Path, demo_world: Path) -> None:
         summary = json.loads((run / "summary.json").read_text())
         assert summary["cluster"]["workers"] == 1
         assert summary["search"]["failed"] == 0 and summary["search"]["items"]["worldcover"] == 4
+        assert summary["ingest"]["ok"] > 0
     finally:
         for p in (worker, sched):
             p.terminate()

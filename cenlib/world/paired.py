@@ -75,7 +75,8 @@ REAL_S2_AREA = "slovenia-croatia"
 
 # Earth Search v1 sets earthsearch:boa_offset_applied when it has already removed the +1000 BOA
 # offset from the pixels (the real items here: water NIR ~ 300 DN), even though raster:bands
-# still declares offset -0.1. Synthetic scenes carry the same flag, so they get the same pixels.
+# still declares offset -0.1. The synthetic scenes share one API with the real ones, so they are
+# written the same way (and flagged so).
 S2_DN_OFFSET = 0
 
 # Spectral rules, in order of precedence; reflectance thresholds picked on the real scenes
@@ -130,12 +131,26 @@ def _real_items(real: Path, collection: str) -> list[tuple[Path, Json]]:
 
 
 def _absolute(item_path: Path, item: Json) -> Json:
-    """A copy of a real item whose asset hrefs are absolute paths to the fixture files."""
+    """A copy of a real item whose asset hrefs are absolute paths to the fixture files.
+
+    It also gains the link to its collection that the fixture copy lacks (STAC requires one
+    when ``collection`` is set), relative as in the items this package writes.
+    """
     assets = {
         k: {**a, "href": _asset_path(item_path, item, k).as_posix()}
         for k, a in item["assets"].items()
     }
-    return {**item, "assets": assets}
+    links = list(item.get("links", []))
+    if not any(ln.get("rel") == "collection" for ln in links):
+        cid = item["collection"]
+        links.append(
+            {
+                "rel": "collection",
+                "href": f"../../collections/{cid}.json",
+                "type": "application/json",
+            }
+        )
+    return {**item, "assets": assets, "links": links}
 
 
 # --- WorldCover from real Sentinel-2 ------------------------------------------------------------
@@ -185,7 +200,6 @@ def _derive_worldcover(out: Path, real_s2: list[tuple[Path, Json]]) -> list[Json
     """Write WorldCover tiles derived from the real scenes; return their items."""
     scenes = [(item, *_scene_classes(p, item)) for p, item in real_s2]
     footprint = unary_union([shape(item["geometry"]) for item, *_ in scenes])
-    sources = sorted(str(item["id"]) for item, *_ in scenes)
     items: list[Json] = []
     for name in worldcover_tiles(footprint.bounds):
         lon0, lat0 = worldcover_tile_origin(name)
@@ -194,6 +208,7 @@ def _derive_worldcover(out: Path, real_s2: list[tuple[Path, Json]]) -> list[Json
         if grid is None:
             continue
         codes = np.zeros((grid.height, grid.width), np.uint8)
+        sources = []
         for item, classes, transform, crs in scenes:
             part_grid = AreaGrid.for_bbox(tuple(item["bbox"])).intersection(grid)
             if part_grid is None:
@@ -213,6 +228,8 @@ def _derive_worldcover(out: Path, real_s2: list[tuple[Path, Json]]) -> list[Json
             # Scenes overlap; the first (by id) keeps its pixels, so the result is deterministic.
             dst = codes[grid.slices(part_grid)]
             np.copyto(dst, part, where=dst == 0)
+            if part.any():
+                sources.append(str(item["id"]))
         if not codes.any():
             continue
         rows, cols = tile.slices(grid)
@@ -327,6 +344,7 @@ def _write_scene(
         geometry=geom,
         bbox=bbox,
         stats=_scene_stats(scl20),
+        offset_applied=S2_DN_OFFSET == 0,
     )
     folder = (
         out

@@ -1,0 +1,268 @@
+"""Stage ingest on the synthetic world: scene choice, reads, the store, failures, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import yaml
+from distributed import Client, LocalCluster
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import Resampling
+
+from cenlib.classes import worldcover_to_index
+from cenlib.config import RunConfig, parse_config
+from cenlib.grid import Grid, PatchKey
+from cenlib.ingest import failure_rows, run_ingest
+from cenlib.stac.search import SearchRequest, search
+from cenlib.store import StoreError, open_group
+
+REPO = Path(__file__).resolve().parents[1]
+DOLOMITES = (11.97, 46.56, 12.03, 46.61)  # straddles UTM zones 32/33 (tiles 32TQS, 33TTM)
+SAO_LUIS = (-44.39, -2.61, -44.33, -2.55)  # southern hemisphere, zone 23 south
+Items = list[dict[str, Any]]
+
+
+def _items(apis: dict[str, str], bbox: tuple[float, float, float, float]) -> tuple[Items, Items]:
+    cfg = RunConfig()
+    s2 = search(SearchRequest(apis["earth-search"], "sentinel-2-l2a", bbox, cfg.time.interval))
+    wc = search(SearchRequest(apis["planetary-computer"], "esa-worldcover", bbox))
+    return [i.to_dict() for i in s2.items], [i.to_dict() for i in wc.items]
+
+
+def _cfg(tmp: Path, **over: Any) -> RunConfig:
+    data: dict[str, Any] = {"output": str(tmp / "run"), "ingest": {"shard_patches": 4}}
+    data.update(over)
+    return parse_config(data)
+
+
+def _href(item: dict[str, Any], key: str) -> str:
+    return str(item["assets"][key]["href"])
+
+
+def _warped(href: str, key: PatchKey, resampling: Resampling) -> np.ndarray:
+    """An independent read of the patch window: GDAL's warped VRT onto the patch grid."""
+    g = key.geobox
+    with (
+        rasterio.open(href) as src,
+        WarpedVRT(
+            src,
+            crs=str(g.crs),
+            transform=g.affine,
+            width=g.shape.x,
+            height=g.shape.y,
+            resampling=resampling,
+            nodata=0,
+        ) as vrt,
+    ):
+        return vrt.read(1)
+
+
+def test_scene_choice_mosaic_and_independent_read(
+    tmp_path: Path, world_apis: dict[str, str], dask_client: Client
+) -> None:
+    s2, wc = _items(world_apis, DOLOMITES)
+    keys = list(Grid().covering(DOLOMITES))
+    cfg = _cfg(tmp_path)
+    summary = run_ingest(cfg, keys, s2, wc, world_apis, dask_client)
+    assert summary["shards_written"] == summary["shards"] == -(-len(keys) // 4)
+    ds = xr.open_zarr(summary["store"], consolidated=False)
+    ok = ds.status.values == "ok"
+    assert ok.sum() >= len(keys) // 2
+    # One day mosaics both zones' tiles where a patch straddles them, with no gap.
+    two = [i for i, v in enumerate(ds.s2_items.values) if ok[i] and "32TQS" in v and "33TTM" in v]
+    assert two, "no patch straddles the zone boundary"
+    assert np.isfinite(ds.reflectance.values[two]).all()  # decoded: no-data would be NaN
+    by_id = {i["id"]: i for i in s2}
+    days: dict[str, list[dict[str, Any]]] = {}
+    for it in s2:
+        days.setdefault(it["properties"]["datetime"][:10], []).append(it)
+    for p in np.flatnonzero(ok)[:6]:
+        key = keys[p]
+        # The chosen day is the least cloudy over the patch, by an independent SCL read.
+        cloud = {}
+        for day, its in days.items():
+            scl = np.zeros((256, 256), np.uint8)
+            for it in sorted(its, key=lambda i: i["id"]):
+                a = _warped(_href(it, "scl"), key, Resampling.nearest)
+                scl = np.where(scl == 0, a, scl)
+            cloud[day] = np.isin(scl, [3, 8, 9, 10]).mean()
+        chosen = str(ds.datetime.values[p])[:10]
+        assert cloud[chosen] == pytest.approx(float(ds.cloud_fraction.values[p]), abs=0.002)
+        assert cloud[chosen] <= min(cloud.values()) + 0.002
+        # Class fractions and RGB agree with GDAL's warped read within 0.5 percentage points.
+        codes = np.zeros((256, 256), np.uint8)
+        for it in wc:  # the area straddles two WorldCover tiles too
+            a = _warped(_href(it, "map"), key, Resampling.nearest)
+            codes = np.where(codes == 0, a, codes)
+        ref_lc = np.bincount(worldcover_to_index(codes).ravel(), minlength=12) / codes.size
+        got_lc = np.bincount(ds.land_cover.values[p].ravel(), minlength=12) / codes.size
+        assert np.abs(ref_lc - got_lc).max() <= 0.005
+        items = [by_id[i] for i in str(ds.s2_items.values[p]).split(",")]
+        if len(items) == 1:
+            for b, band in enumerate(("blue", "green", "red")):
+                dn = _warped(_href(items[0], band), key, Resampling.bilinear).astype(float)
+                ref = dn[dn > 0] * 1e-4 - 0.1
+                got = ds.reflectance.values[p, b][dn > 0]  # decoded by scale_factor
+                assert 0.01 < ref.mean() < 0.3
+                assert abs(ref.mean() - got.mean()) <= 0.005
+                assert np.abs(ref - got).mean() <= 0.005
+    # Re-running skips every shard and changes nothing.
+    again = run_ingest(cfg, keys, s2, wc, world_apis, dask_client)
+    assert again["shards_skipped"] == summary["shards"] and again["shards_written"] == 0
+
+
+def test_utm_grid_southern_hemisphere_is_a_plain_paste(
+    tmp_path: Path, world_apis: dict[str, str], dask_client: Client
+) -> None:
+    s2, wc = _items(world_apis, SAO_LUIS)
+    grid = Grid("utm")
+    keys = list(grid.covering(SAO_LUIS))
+    assert keys and all(k.zone == 32723 for k in keys)
+    summary = run_ingest(
+        _cfg(tmp_path, grid={"kind": "utm"}), keys, s2, wc, world_apis, dask_client
+    )
+    ds = xr.open_zarr(summary["store"], consolidated=False)
+    ok = np.flatnonzero(ds.status.values == "ok")
+    assert len(ok) >= 1
+    by_id = {i["id"]: i for i in s2}
+    p = int(ok[0])
+    (item,) = [by_id[i] for i in str(ds.s2_items.values[p]).split(",")]
+    g = keys[p].geobox
+    with rasterio.open(_href(item, "red")) as src:
+        win = rasterio.windows.from_bounds(*g.boundingbox, transform=src.transform)
+        dn = src.read(1, window=win.round_offsets().round_lengths())
+    # Same 10 m grid: the stored value is the DN minus the +1000 offset, pixel for pixel.
+    stored = np.asarray(open_group(summary["store"])["reflectance"][p, 2])  # raw int16
+    assert np.array_equal(stored[dn > 0], dn[dn > 0].astype(np.int16) - 1000)
+
+
+def test_tolerated_failures_name_item_asset_href(
+    tmp_path: Path, world_apis: dict[str, str], dask_client: Client
+) -> None:
+    s2, wc = _items(world_apis, DOLOMITES)
+    keys = list(Grid().covering(DOLOMITES))[8:16]
+    broken = json.loads(json.dumps(s2))
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00 not a tiff")
+    # The clearest day has a corrupt red band (chosen, then unreadable: the next day is tried);
+    # every other day has lost its SCL file.
+    clearest = min(broken, key=lambda i: i["properties"]["eo:cloud_cover"])
+    day = clearest["properties"]["datetime"][:10]
+    for it in broken:
+        if it["properties"]["datetime"][:10] == day:
+            it["assets"]["red"]["href"] = str(corrupt)
+        else:
+            it["assets"]["scl"]["href"] = str(tmp_path / "missing" / "SCL.tif")
+    summary = run_ingest(_cfg(tmp_path), keys, broken, wc, world_apis, dask_client)
+    assert summary["ok"] + summary["failed"] == len(keys)
+    rows = failure_rows(summary["store"])
+    assert summary["ok"] == 0 and {r["patch_id"] for r in rows} >= {k.id for k in keys}
+    missing = [r for r in rows if r["asset"] == "scl"]
+    assert missing and all("missing/SCL.tif" in r["href"] and r["item_id"] for r in missing)
+    assert all("cannot open" in r["reason"] for r in missing)
+    bad = [r for r in rows if r["asset"] == "red"]
+    assert bad and all(r["href"] == str(corrupt) for r in bad)
+
+
+def test_store_urls_and_foreign_store(
+    tmp_path: Path, world_apis: dict[str, str], dask_client: Client
+) -> None:
+    s2, wc = _items(world_apis, DOLOMITES)
+    keys = list(Grid().covering(DOLOMITES))[:6]
+    url = (tmp_path / "via-fsspec.zarr").as_uri()
+    a = run_ingest(_cfg(tmp_path, ingest={"store": url}), keys, s2, wc, world_apis, dask_client)
+    b = run_ingest(_cfg(tmp_path), keys, s2, wc, world_apis, dask_client)
+    ga, gb = open_group(url), open_group(b["store"])
+    for name in ("reflectance", "land_cover", "scl", "patch_id", "datetime"):
+        assert np.array_equal(np.asarray(ga[name][:]), np.asarray(gb[name][:])), name
+    assert a["ok"] == b["ok"] > 0
+    # An in-memory object store, on an in-process cluster (memory:// is per process).
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as lc,
+        Client(lc) as local,
+    ):
+        m = run_ingest(
+            _cfg(tmp_path, ingest={"store": "memory://cen/test.zarr"}),
+            keys,
+            s2,
+            wc,
+            world_apis,
+            local,
+        )
+        gm = open_group("memory://cen/test.zarr")
+        assert m["ok"] == a["ok"]
+        assert np.array_equal(np.asarray(gm["reflectance"][:]), np.asarray(ga["reflectance"][:]))
+    # A store of another plan is refused, not mixed.
+    with pytest.raises(StoreError, match="another plan or configuration"):
+        run_ingest(_cfg(tmp_path, ingest={"store": url}), keys[:3], s2, wc, world_apis, dask_client)
+
+
+def _job_config(tmp: Path, demo_world: Path, name: str) -> Path:
+    cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    cfg.update(
+        output=str(tmp / name),
+        aoi=[list(DOLOMITES)],
+        ingest={"shard_patches": 1},
+        cluster={"kind": "local", "n_workers": 1, "threads_per_worker": 1},
+    )
+    cfg["world"]["cache_dir"] = str(demo_world.parent)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cen(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "cen"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True,  # so the kill takes the cluster's worker processes too
+        **kw,
+    )
+
+
+def test_killed_run_resumes_to_identical_store(tmp_path: Path, demo_world: Path) -> None:
+    full = _job_config(tmp_path, demo_world, "full")
+    cut = _job_config(tmp_path, demo_world, "cut")
+    assert _cen("run", str(full)).wait(timeout=600) == 0
+    proc = _cen("run", str(cut))
+    flags = tmp_path / "cut" / "dataset.zarr" / "shard_done" / "c"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if flags.is_dir() and len(list(flags.iterdir())) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    done_before = len(list(flags.iterdir()))
+    total = len(list((tmp_path / "full" / "dataset.zarr" / "shard_done" / "c").iterdir()))
+    assert 3 <= done_before < total
+    resumed = _cen("run", str(cut))
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    s = json.loads((tmp_path / "cut" / "summary.json").read_text())["ingest"]
+    assert s["shards_skipped"] == done_before and s["shards_written"] == total - done_before
+    # Same arrays, byte for byte, as the run that was never interrupted.
+    a, b = tmp_path / "full" / "dataset.zarr", tmp_path / "cut" / "dataset.zarr"
+    # All but the root zarr.json, whose provenance names the (per-run) STAC API ports.
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.parent != a)
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.parent != b)
+    assert files_a == files_b
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    shutil.rmtree(tmp_path / "full")
