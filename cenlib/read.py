@@ -51,9 +51,10 @@ class AssetRef:
 class Readers(contextlib.AbstractContextManager["Readers"]):
     """Open rasterio datasets by href, for the duration of one task."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: list[tuple[str, Window]] | None = None) -> None:
         self._env = rasterio.Env(**GDAL_ENV)
         self._open: dict[str, Any] = {}
+        self.log = log  # (href, source window) of every read, when given (benchmarks)
 
     def __enter__(self) -> Readers:
         self._env.__enter__()
@@ -104,12 +105,18 @@ def read_onto(
             # Same pixel grid up to a whole-pixel shift: no resampling at all.
             if roi_is_empty(roi.roi_dst):
                 return None
-            out[cast(Any, roi.roi_dst)] = ds.read(1, window=Window.from_slices(*roi.roi_src))
+            window = Window.from_slices(*roi.roi_src)
+            if readers.log is not None:
+                readers.log.append((ref.href, window))
+            out[cast(Any, roi.roi_dst)] = ds.read(1, window=window)
             return out
         roi = compute_reproject_roi(src, dst, padding=2)
         if roi_is_empty(roi.roi_dst) or roi_is_empty(roi.roi_src):
             return None
-        data = ds.read(1, window=Window.from_slices(*roi.roi_src))
+        window = Window.from_slices(*roi.roi_src)
+        if readers.log is not None:
+            readers.log.append((ref.href, window))
+        data = ds.read(1, window=window)
     except RasterioError as e:
         raise AssetReadError(ref.item_id, ref.asset, ref.href, f"read failed: {e}") from e
     rio_reproject(

@@ -56,6 +56,7 @@ def search(req: SearchRequest) -> SearchResult:
     """All items of one collection over `bbox` (all pages), cloud-filtered on server or client."""
     retry = Retry(
         total=req.retries,
+        connect=min(2, req.retries),  # a refused connection rarely heals within seconds
         backoff_factor=req.backoff,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=None,  # searches are POSTs, and idempotent

@@ -61,25 +61,28 @@ class _AreaData:
     acqs: list[S.Acquisition]
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """Write a STAC/manifest JSON file (parents created), in the world's one formatting."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
 
 
-def _rel(target: Path, start: Path) -> str:
+def rel_href(target: Path, start: Path) -> str:
+    """`target` relative to the folder of the JSON file `start`, as a STAC href."""
     return Path(os.path.relpath(target, start.parent)).as_posix()
 
 
-def _round_geom(g: Any) -> Any:
+def round_geom(g: Any) -> Any:
+    """GeoJSON coordinates rounded to 1e-7 degree (about 1 cm), so files are stable."""
     if isinstance(g, (list, tuple)):
-        return [_round_geom(v) for v in g]
+        return [round_geom(v) for v in g]
     return round(float(g), 7) if isinstance(g, float) else g
 
 
 def _footprint(tile_poly_lonlat: Any, areas: list[Area]) -> tuple[dict[str, Any], list[float]]:
     geom = tile_poly_lonlat.intersection(unary_union([box(*a.bbox) for a in areas]))
     gj = mapping(geom)
-    return {"type": gj["type"], "coordinates": _round_geom(gj["coordinates"])}, [
+    return {"type": gj["type"], "coordinates": round_geom(gj["coordinates"])}, [
         round(v, 7) for v in geom.bounds
     ]
 
@@ -130,12 +133,13 @@ def _write_worldcover(world: Path, areas: list[_AreaData], pc_items: list[I.Json
             / "stac/planetary-computer/items/esa-worldcover"
             / f"ESA_WorldCover_10m_2021_v200_{name}.json"
         )
-        item = I.worldcover_item(name, _rel(path, item_path), geom, bbox)
-        _write_json(item_path, item)
+        item = I.worldcover_item(name, rel_href(path, item_path), geom, bbox)
+        write_json(item_path, item)
         pc_items.append(item)
 
 
-def _scene_stats(scl: list[npt.NDArray[np.uint8]], tile_px: int) -> dict[str, float]:
+def scene_stats(scl: list[npt.NDArray[np.uint8]], tile_px: int) -> dict[str, float]:
+    """eo:cloud_cover and the s2:*_percentage properties from a scene's SCL parts."""
     counts = np.zeros(256, np.int64)
     for a in scl:
         counts += np.bincount(a.ravel(), minlength=256)
@@ -207,7 +211,7 @@ def _write_scene(
         relative_orbit=int((lon_c + 180) / 360 * 143) % 143 + 1,
         geometry=geom,
         bbox=bbox,
-        stats=_scene_stats(scl20, (S2_TILE_PX_10M // 2) ** 2),
+        stats=scene_stats(scl20, (S2_TILE_PX_10M // 2) ** 2),
         offset_applied=offset_applied,
     )
     folder = (
@@ -230,14 +234,14 @@ def _write_scene(
             tile.transform(res),
             resampling="nearest" if key == S.SCL_KEY else "average",
         )
-        hrefs_es[key] = _rel(path, es_path)
-        hrefs_pc[key] = _rel(path, pc_path)
+        hrefs_es[key] = rel_href(path, es_path)
+        hrefs_pc[key] = rel_href(path, pc_path)
     es_item = I.earth_search_item(scene, hrefs_es)
-    _write_json(es_path, es_item)
+    write_json(es_path, es_item)
     pc_item = None
     if any(a.planetary_computer for a in areas):
         pc_item = I.planetary_computer_item(scene, hrefs_pc)
-        _write_json(pc_path, pc_item)
+        write_json(pc_path, pc_item)
     return es_item, pc_item
 
 
@@ -311,7 +315,7 @@ def build_world(
                 pc_items.append(pc)
     pc_s2 = [i for i in pc_items if i["collection"] == "sentinel-2-l2a"]
     pc_wc = [i for i in pc_items if i["collection"] == "esa-worldcover"]
-    _write_json(
+    write_json(
         out / "stac/earth-search/collections/sentinel-2-l2a.json",
         I.collection(
             "sentinel-2-l2a",
@@ -320,7 +324,7 @@ def build_world(
             I.ES_EXTENSIONS,
         ),
     )
-    _write_json(
+    write_json(
         out / "stac/planetary-computer/collections/sentinel-2-l2a.json",
         I.collection(
             "sentinel-2-l2a",
@@ -329,7 +333,7 @@ def build_world(
             I.PC_EXTENSIONS,
         ),
     )
-    _write_json(
+    write_json(
         out / "stac/planetary-computer/collections/esa-worldcover.json",
         I.collection(
             "esa-worldcover", "ESA WorldCover 10 m 2021 v200 (synthetic)", pc_wc, I.WC_EXTENSIONS
@@ -359,7 +363,7 @@ def build_world(
             "planetary_computer_scenes": len(pc_s2),
         },
     }
-    _write_json(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest)
     return manifest
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +39,14 @@ from shapely.ops import unary_union
 
 from cenlib.world import items as I
 from cenlib.world import sentinel2 as S
-from cenlib.world.build import MANIFEST, read_manifest
+from cenlib.world.build import (
+    MANIFEST,
+    read_manifest,
+    rel_href,
+    round_geom,
+    scene_stats,
+    write_json,
+)
 from cenlib.world.cog import write_sparse_cog
 from cenlib.world.landcover import BARE, BUILT, GRASS, TREE, WATER, WC_RES, AreaGrid, area_seed
 from cenlib.world.landcover import texture as lc_texture
@@ -89,24 +95,9 @@ WATER_NIR = 0.05
 SCL_NO_GROUND = (0, 1, 8, 9, 10)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-
-
-def _rel(target: Path, start: Path) -> str:
-    return Path(os.path.relpath(target, start.parent)).as_posix()
-
-
-def _round_geom(g: Any) -> Any:
-    if isinstance(g, (list, tuple)):
-        return [_round_geom(v) for v in g]
-    return round(float(g), 7) if isinstance(g, float) else g
-
-
 def _geojson(geom: Any) -> tuple[Json, list[float]]:
     gj = mapping(geom)
-    return {"type": gj["type"], "coordinates": _round_geom(gj["coordinates"])}, [
+    return {"type": gj["type"], "coordinates": round_geom(gj["coordinates"])}, [
         round(v, 7) for v in geom.bounds
     ]
 
@@ -258,9 +249,9 @@ def _derive_worldcover(out: Path, real_s2: list[tuple[Path, Json]]) -> list[Json
             / f"ESA_WorldCover_10m_2021_v200_{name}.json"
         )
         geom, bbox = _geojson(footprint.intersection(box(lon0, lat0, lon0 + 3, lat0 + 3)))
-        item = I.worldcover_item(name, _rel(path, item_path), geom, bbox)
+        item = I.worldcover_item(name, rel_href(path, item_path), geom, bbox)
         item["properties"]["cenlib:derived_from"] = sources  # not ESA's product: say so
-        _write_json(item_path, item)
+        write_json(item_path, item)
         items.append(item)
     return items
 
@@ -269,24 +260,7 @@ def _derive_worldcover(out: Path, real_s2: list[tuple[Path, Json]]) -> list[Json
 
 
 def _scene_stats(scl: npt.NDArray[np.uint8]) -> dict[str, float]:
-    counts = np.bincount(scl.ravel(), minlength=256)
-    valid = int(counts[1:].sum()) or 1
-
-    def pct(*values: int) -> float:
-        return round(100.0 * float(counts[list(values)].sum()) / valid, 6)
-
-    return {
-        "eo:cloud_cover": pct(*S.SCL_CLOUDY),
-        "s2:nodata_pixel_percentage": round(100.0 * (1 - valid / (S2_TILE_PX_10M // 2) ** 2), 6),
-        "s2:cloud_shadow_percentage": pct(S.SCL_SHADOW),
-        "s2:vegetation_percentage": pct(S.SCL_VEG),
-        "s2:not_vegetated_percentage": pct(S.SCL_NOT_VEG),
-        "s2:water_percentage": pct(S.SCL_WATER),
-        "s2:medium_proba_clouds_percentage": pct(S.SCL_CLOUD_MED),
-        "s2:high_proba_clouds_percentage": pct(S.SCL_CLOUD_HIGH),
-        "s2:thin_cirrus_percentage": pct(S.SCL_CIRRUS),
-        "s2:snow_ice_percentage": pct(S.SCL_SNOW),
-    }
+    return scene_stats([scl], (S2_TILE_PX_10M // 2) ** 2)
 
 
 def _read_worldcover(
@@ -364,9 +338,9 @@ def _write_scene(
             tile.transform(res),
             resampling="nearest" if key == S.SCL_KEY else "average",
         )
-        hrefs[key] = _rel(path, item_path)
+        hrefs[key] = rel_href(path, item_path)
     item = I.earth_search_item(scene, hrefs)
-    _write_json(item_path, item)
+    write_json(item_path, item)
     return item
 
 
@@ -420,10 +394,10 @@ def build_paired(out: Path, real: Path, seed: int = 0) -> Path:
     wc_items = derived_wc + [_absolute(p, i) for p, i in real_wc]
     # Real items keep their own file names: their ids never collide with synthetic ones.
     for p, i in real_s2:
-        _write_json(out / "stac/earth-search/items/sentinel-2-l2a" / p.name, _absolute(p, i))
+        write_json(out / "stac/earth-search/items/sentinel-2-l2a" / p.name, _absolute(p, i))
     for p, i in real_wc:
-        _write_json(out / "stac/planetary-computer/items/esa-worldcover" / p.name, _absolute(p, i))
-    _write_json(
+        write_json(out / "stac/planetary-computer/items/esa-worldcover" / p.name, _absolute(p, i))
+    write_json(
         out / "stac/earth-search/collections/sentinel-2-l2a.json",
         I.collection(
             "sentinel-2-l2a",
@@ -433,7 +407,7 @@ def build_paired(out: Path, real: Path, seed: int = 0) -> Path:
             I.ES_EXTENSIONS,
         ),
     )
-    _write_json(
+    write_json(
         out / "stac/planetary-computer/collections/esa-worldcover.json",
         I.collection(
             "esa-worldcover",
@@ -483,7 +457,7 @@ def build_paired(out: Path, real: Path, seed: int = 0) -> Path:
         },
     }
     # Written last: its presence marks a complete build (see is_current).
-    _write_json(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest)
     return out
 
 

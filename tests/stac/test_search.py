@@ -3,6 +3,11 @@ datetime, paging beyond one page, and the client-side cloud filter."""
 
 from __future__ import annotations
 
+import http.server
+import threading
+import urllib.request
+from typing import ClassVar
+
 import numpy as np
 import odc.stac
 import pytest
@@ -159,3 +164,61 @@ def test_unreachable_api_error_names_url() -> None:
 def test_unknown_band_error() -> None:
     with pytest.raises(KeyError, match="no asset in the earth-search dialect"):
         dialects.asset_key("earth-search", "coastal")
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Answers 429/503 to the first requests, then forwards to the real API on loopback."""
+
+    upstream = ""
+    faults: ClassVar[list[int]] = []
+    seen: ClassVar[list[tuple[str, int]]] = []
+
+    def _handle(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.faults:
+            code = self.faults.pop(0)
+            self.seen.append((self.command, code))
+            self.send_response(code)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        req = urllib.request.Request(
+            self.upstream + self.path,
+            data=body or None,
+            method=self.command,
+            headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
+        )
+        with urllib.request.urlopen(req) as r:
+            data = r.read()
+            self.seen.append((self.command, r.status))
+            self.send_response(r.status)
+            self.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    do_GET = do_POST = _handle
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_search_retries_429_and_5xx(world_apis: dict[str, str]) -> None:
+    _Flaky.upstream = world_apis["earth-search"]
+    _Flaky.faults = [503, 429, 502]
+    _Flaky.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        res = search(SearchRequest(url, "sentinel-2-l2a", DOLOMITES.bbox, backoff=0.01))
+        direct = search(SearchRequest(world_apis["earth-search"], "sentinel-2-l2a", DOLOMITES.bbox))
+        assert [i.id for i in res.items] == [i.id for i in direct.items] != []
+        assert [c for _m, c in _Flaky.seen[:3]] == [503, 429, 502]
+        # Out of retries: the error names the API.
+        _Flaky.faults = [503] * 10
+        with pytest.raises(StacSearchError, match=url.replace(".", r"\.")):
+            search(SearchRequest(url, "sentinel-2-l2a", DOLOMITES.bbox, retries=2, backoff=0.01))
+    finally:
+        server.shutdown()

@@ -19,6 +19,7 @@ from rasterio.warp import transform_bounds
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import Point, box, shape
 
+from cenlib.stac import dialects
 from cenlib.world.build import build_world
 from cenlib.world.landcover import BARE, MANGROVE, MOSS, SNOW, TREE, WATER, AreaGrid, paint
 from cenlib.world.presets import preset_areas
@@ -228,8 +229,10 @@ def test_pixels_follow_land_cover_and_scl_matches_cloud_cover(demo_world: Path) 
             r0, c0 = ov_rows.min() * 16, ov_cols.min() * 16
             h, w = (ov_rows.max() + 1) * 16 - r0, (ov_cols.max() + 1) * 16 - c0
             win = ((r0, r0 + h), (c0, c0 + w))
-            red = r.read(1, window=win).astype(float) / 10000 - 0.1
-            nir = n.read(1, window=win).astype(float) / 10000 - 0.1
+            # Each item's own rule: Finnmark's Earth-Search-only scenes have the offset removed.
+            scale, offset = dialects.reflectance_scale_offset(item, "red")
+            red = r.read(1, window=win).astype(float) * scale + offset
+            nir = n.read(1, window=win).astype(float) * scale + offset
             wt = r.window_transform(win)
             crs = r.crs
         lc = np.zeros(red.shape, np.uint8)
