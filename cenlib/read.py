@@ -19,8 +19,8 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from odc.geo.overlap import compute_reproject_roi
 from odc.geo.roi import roi_is_empty
-from odc.geo.warp import rio_reproject
 from rasterio.errors import RasterioError
+from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
 GDAL_ENV = {
@@ -55,6 +55,8 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
         self._env = rasterio.Env(**GDAL_ENV)
         self._open: dict[str, Any] = {}
         self.log = log  # (href, source window) of every read, when given (benchmarks)
+        # Read plan per (source grid, patch grid): bands and days on one grid share it.
+        self.rois: dict[tuple[Any, ...], tuple[Any, bool, bool]] = {}
 
     def __enter__(self) -> Readers:
         self._env.__enter__()
@@ -87,6 +89,75 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
         return ds
 
 
+def _grid_key(g: GeoBox) -> tuple[Any, ...]:
+    return (g.shape.yx, tuple(g.affine)[:6], str(g.crs))
+
+
+def read_stack_onto(
+    readers: Readers,
+    refs: list[AssetRef],
+    dst: GeoBox,
+    resampling: str,
+    nodata: float,
+) -> npt.NDArray[Any] | None:
+    """Assets on one pixel grid (e.g. an item's 10 m bands) as a ``(n, y, x)`` stack on `dst`.
+
+    The read window is worked out once per (source grid, patch) and the stack is warped in one
+    call, so GDAL sets up the coordinate transformation once for all bands. Returns None when
+    the assets miss `dst`; nodata where they have no data.
+    """
+    first = readers.dataset(refs[0])
+    src = GeoBox(first.shape, first.transform, first.crs)
+    for ref in refs[1:]:
+        ds = readers.dataset(ref)
+        if ds.shape != first.shape or ds.transform != first.transform or ds.crs != first.crs:
+            raise AssetReadError(
+                ref.item_id, ref.asset, ref.href, f"not on the pixel grid of {refs[0].asset!r}"
+            )
+    key = (_grid_key(src), _grid_key(dst))
+    plan = readers.rois.get(key)
+    if plan is None:
+        roi = compute_reproject_roi(src, dst)
+        paste = roi.paste_ok and roi.read_shrink == 1
+        if not paste:
+            roi = compute_reproject_roi(src, dst, padding=2)
+        empty = roi_is_empty(roi.roi_dst) or roi_is_empty(roi.roi_src)
+        plan = readers.rois[key] = (roi, paste, empty)
+    roi, paste, empty = plan
+    if empty:
+        return None
+    window = Window.from_slices(*roi.roi_src)
+    datas = []
+    for ref in refs:
+        if readers.log is not None:
+            readers.log.append((ref.href, window))
+        try:
+            datas.append(readers.dataset(ref).read(1, window=window))
+        except RasterioError as e:
+            raise AssetReadError(ref.item_id, ref.asset, ref.href, f"read failed: {e}") from e
+    out = np.full((len(refs), *dst.shape.yx), nodata, dtype=first.dtypes[0])
+    if paste:
+        # Same pixel grid up to a whole-pixel shift: no resampling at all.
+        ys, xs = cast(Any, roi.roi_dst)
+        out[:, ys, xs] = np.stack(datas)
+        return out
+    src_nodata = first.nodata if first.nodata is not None else nodata
+    part = src[roi.roi_src]
+    # One GDAL warp for the whole stack (odc-geo's rio_reproject warps band by band).
+    reproject(
+        np.stack(datas),
+        out,
+        src_transform=part.affine,
+        src_crs=first.crs,
+        src_nodata=src_nodata,
+        dst_transform=dst.affine,
+        dst_crs=str(dst.crs),
+        dst_nodata=nodata,
+        resampling=Resampling[resampling],
+    )
+    return out
+
+
 def read_onto(
     readers: Readers,
     ref: AssetRef,
@@ -94,55 +165,6 @@ def read_onto(
     resampling: str,
     nodata: float,
 ) -> npt.NDArray[Any] | None:
-    """The asset's pixels on `dst` (nodata where it has none), or None if it misses `dst`."""
-    ds = readers.dataset(ref)
-    src = GeoBox(ds.shape, ds.transform, ds.crs)
-    src_nodata = ds.nodata if ds.nodata is not None else nodata
-    out = np.full(dst.shape.yx, nodata, dtype=ds.dtypes[0])
-    try:
-        roi = compute_reproject_roi(src, dst)
-        if roi.paste_ok and roi.read_shrink == 1:
-            # Same pixel grid up to a whole-pixel shift: no resampling at all.
-            if roi_is_empty(roi.roi_dst):
-                return None
-            window = Window.from_slices(*roi.roi_src)
-            if readers.log is not None:
-                readers.log.append((ref.href, window))
-            out[cast(Any, roi.roi_dst)] = ds.read(1, window=window)
-            return out
-        roi = compute_reproject_roi(src, dst, padding=2)
-        if roi_is_empty(roi.roi_dst) or roi_is_empty(roi.roi_src):
-            return None
-        window = Window.from_slices(*roi.roi_src)
-        if readers.log is not None:
-            readers.log.append((ref.href, window))
-        data = ds.read(1, window=window)
-    except RasterioError as e:
-        raise AssetReadError(ref.item_id, ref.asset, ref.href, f"read failed: {e}") from e
-    rio_reproject(
-        data, out, src[roi.roi_src], dst, resampling, src_nodata=src_nodata, dst_nodata=nodata
-    )
-    return out
-
-
-def mosaic(
-    readers: Readers,
-    refs: list[AssetRef],
-    dst: GeoBox,
-    resampling: str,
-    nodata: float,
-    dtype: npt.DTypeLike,
-) -> npt.NDArray[Any]:
-    """First-valid mosaic of several assets on `dst` (e.g. one date from two MGRS tiles)."""
-    out = np.full(dst.shape.yx, nodata, dtype=dtype)
-    todo = np.ones(dst.shape.yx, dtype=bool)
-    for ref in refs:
-        a = read_onto(readers, ref, dst, resampling, nodata)
-        if a is None:
-            continue
-        fill = todo & (a != nodata)
-        out[fill] = a[fill]
-        todo &= ~fill
-        if not todo.any():
-            break
-    return out
+    """One asset's pixels on `dst` (nodata where it has none), or None if it misses `dst`."""
+    out = read_stack_onto(readers, [ref], dst, resampling, nodata)
+    return None if out is None else out[0]

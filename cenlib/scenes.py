@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from odc.geo.geobox import GeoBox
 
-from cenlib.read import AssetReadError, AssetRef, Readers, read_onto
+from cenlib.read import AssetReadError, AssetRef, Readers, read_onto, read_stack_onto
 from cenlib.stac import dialects
 
 Item = dict[str, Any]
@@ -162,22 +162,32 @@ def reflectance(
     """The day's bands on the patch as int16 reflectance * 10000 (REFL_NODATA where none).
 
     Each item is scaled by its own rule (:func:`dialects.reflectance_scale_offset`) before the
-    mosaic, so items of different catalogues and baselines share one scale.
+    mosaic, so items of different catalogues and baselines share one scale. An item's bands on
+    the same pixel grid (10 m, 20 m) are read and warped together.
     """
     out = np.full((len(bands), *gbox.shape.yx), REFL_NODATA, np.int16)
-    for bi, band in enumerate(bands):
-        todo = np.ones(gbox.shape.yx, bool)
-        for it, ref in _refs(cand, band, sign):
-            dn = read_onto(readers, ref, gbox, resampling, 0)
+    todo = np.ones((len(bands), *gbox.shape.yx), bool)
+    per_band = [_refs(cand, b, sign) for b in bands]
+    for n, it in enumerate(cand.items):
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for bi in range(len(bands)):
+            if todo[bi].any():
+                ds = readers.dataset(per_band[bi][n][1])
+                groups[(ds.shape, tuple(ds.transform), str(ds.crs))].append(bi)
+        for idx in groups.values():
+            refs = [per_band[bi][n][1] for bi in idx]
+            dn = read_stack_onto(readers, refs, gbox, resampling, 0)
             if dn is None:
                 continue
-            scale, offset = dialects.reflectance_scale_offset(it, band)
-            fill = todo & (dn != 0)
-            v = dn[fill].astype(np.float32) * np.float32(scale * 1e4) + np.float32(offset * 1e4)
-            out[bi][fill] = np.clip(np.rint(v), -32767, 32767).astype(np.int16)
-            todo &= ~fill
-            if not todo.any():
-                break
+            for k, bi in enumerate(idx):
+                scale, offset = dialects.reflectance_scale_offset(it, bands[bi])
+                fill = todo[bi] & (dn[k] != 0)
+                v = dn[k][fill].astype(np.float32) * np.float32(scale * 1e4)
+                v += np.float32(offset * 1e4)
+                out[bi][fill] = np.clip(np.rint(v), -32767, 32767).astype(np.int16)
+                todo[bi] &= ~fill
+        if not todo.any():
+            break
     return out
 
 
