@@ -150,6 +150,10 @@ class IngestConfig(_Record):
     store: str | None = Field(
         None, description="Zarr store path or fsspec URL; default <output>/dataset.zarr"
     )
+    replace_foreign: bool = Field(
+        False,
+        description="replace a cen store written by another plan or config instead of stopping",
+    )
 
     @field_validator("bands")
     @classmethod

@@ -348,7 +348,7 @@ def run_ingest(
         cfg.grid.model_dump(mode="json"),
     )
     spec = StoreSpec(url, len(keys), cfg.ingest.shard_patches, p.bands, cfg.grid.patch_size, fp)
-    g = create_or_open(spec, provenance(cfg, urls))
+    g = create_or_open(spec, provenance(cfg, urls), cfg.ingest.replace_foreign)
     done = done_shards(g)
     tasks = [t for t in make_tasks(keys, s2_items, wc_items, spec, p) if t.index not in done]
     if on_start:

@@ -22,6 +22,7 @@ from cenlib.cluster import make_client
 from cenlib.config import RunConfig
 from cenlib.ingest import failure_rows, run_ingest
 from cenlib.plan import grid_for, keys_from_plan, make_plan, read_plan, write_plan
+from cenlib.preview import contact_sheet
 from cenlib.search import Aoi, patch_groups, read_items, run_search
 from cenlib.stac.server import serve_world
 from cenlib.world.build import count_steps, ensure_world, is_current, read_manifest
@@ -154,6 +155,9 @@ def _ingest(
         for r in rows:
             f.write(json.dumps(r) + "\n")
     ingest["failure_rows"] = len(rows)
+    sheet = contact_sheet(ingest["store"], out / "preview.png")
+    if sheet is not None:
+        console.print(f"preview of ingested patches: [bold]{sheet}[/]")
     return search, ingest
 
 

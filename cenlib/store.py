@@ -101,21 +101,24 @@ def _exists(url: str) -> bool:
     return True
 
 
-def create_or_open(spec: StoreSpec, attrs: dict[str, Any]) -> zarr.Group:
+def create_or_open(spec: StoreSpec, attrs: dict[str, Any], replace: bool = False) -> zarr.Group:
     """Open the store for this run, creating its arrays the first time.
 
-    A store made by a different plan or config is refused rather than mixed with this run.
+    A store made by a different plan or config is refused rather than mixed with this run, or
+    replaced when `replace` is set and it is a store of ours (never anything else).
     """
     if _exists(spec.url):
         g = open_group(spec.url, "r+")
         found = g.attrs.get("fingerprint")
-        if found != spec.fingerprint:
+        if found == spec.fingerprint:
+            return g
+        if not (replace and "store_version" in g.attrs):
             raise StoreError(
                 f"Zarr store {spec.url} was written by another plan or configuration "
                 f"(fingerprint {str(found)[:12]}, this run {spec.fingerprint[:12]}); "
-                "delete it, or set ingest.store to a new location"
+                "delete it, set ingest.store to a new location, or set "
+                "ingest.replace_foreign: true"
             )
-        return g
     g = open_group(spec.url, "w")
     n, s, nb, px = spec.n_patches, spec.shard, len(spec.bands), spec.size
     zstd = (ZstdCodec(level=3),)

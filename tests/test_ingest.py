@@ -17,6 +17,7 @@ import pytest
 import rasterio
 import xarray as xr
 import yaml
+import zarr
 from distributed import Client, LocalCluster
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import Resampling
@@ -207,6 +208,14 @@ def test_store_urls_and_foreign_store(
     # A store of another plan is refused, not mixed.
     with pytest.raises(StoreError, match="another plan or configuration"):
         run_ingest(_cfg(tmp_path, ingest={"store": url}), keys[:3], s2, wc, world_apis, dask_client)
+    # ... unless asked to replace it, and only when it is a store of ours.
+    cfg = _cfg(tmp_path, ingest={"store": url, "replace_foreign": True})
+    assert run_ingest(cfg, keys[:3], s2, wc, world_apis, dask_client)["patches"] == 3
+    other = tmp_path / "not-ours.zarr"
+    zarr.open_group(str(other), mode="w").attrs["fingerprint"] = "x"
+    cfg = _cfg(tmp_path, ingest={"store": str(other), "replace_foreign": True})
+    with pytest.raises(StoreError, match="another plan"):
+        run_ingest(cfg, keys[:3], s2, wc, world_apis, dask_client)
 
 
 def _job_config(tmp: Path, demo_world: Path, name: str) -> Path:

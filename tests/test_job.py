@@ -65,6 +65,7 @@ def test_demo_job_end_to_end(tmp_path: Path, demo_world: Path) -> None:
     failed_ids = {f["patch_id"] for f in failures if f["stage"] == "ingest"}
     assert failed_ids >= set(ds.patch_id.values[~ok])
     assert all(f["reason"] for f in failures)
+    assert (run / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Secrets never reach outputs or logs.
     for p in run.rglob("*"):
         if p.is_file():
