@@ -30,6 +30,7 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_world.py
+	$(BIN)/python benchmarks/bench_ingest.py
 
 # Re-resolve exact versions after editing pyproject.toml dependencies.
 lock: $(STAMP)

@@ -132,7 +132,14 @@ class Grid:
         return PatchKey("utm", epsg, col, row, 0, self.size)
 
     def zone_for(self, lon: float, lat: float) -> int:
-        return self.utm_epsg or int(CRS.utm(lon, lat).epsg or 0)
+        if self.utm_epsg:
+            return self.utm_epsg
+        if not (-80 <= lat <= 84 and -180 <= lon <= 180):
+            raise GridError(
+                f"({lon}, {lat}) is outside the UTM zones (80 S to 84 N); "
+                "use grid kind 'chatearthnet' there"
+            )
+        return int(CRS.utm(lon, lat).epsg or 0)
 
     def at(self, lon: float, lat: float) -> PatchKey:
         """The patch holding a lon/lat point."""
