@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -175,6 +178,31 @@ def test_tolerated_failures_name_item_asset_href(
     assert all("cannot open" in r["reason"] for r in missing)
     bad = [r for r in rows if r["asset"] == "red"]
     assert bad and all(r["href"] == str(corrupt) for r in bad)
+
+
+def test_http_404_is_recorded(
+    tmp_path: Path, world_apis: dict[str, str], dask_client: Client
+) -> None:
+    """A real HTTP server on loopback that has not got the file: GDAL sees a 404."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s2, wc = _items(world_apis, DOLOMITES)
+        keys = list(Grid().covering(DOLOMITES))[8:10]
+        gone = json.loads(json.dumps(wc))
+        url = f"http://127.0.0.1:{server.server_address[1]}/gone/ESA_WorldCover_Map.tif"
+        for it in gone:
+            it["assets"]["map"]["href"] = url
+        summary = run_ingest(_cfg(tmp_path), keys, s2, gone, world_apis, dask_client)
+    finally:
+        server.shutdown()
+    assert summary["failed"] == len(keys)
+    rows = failure_rows(summary["store"])
+    http_rows = [r for r in rows if r["asset"] == "map"]
+    assert {r["patch_id"] for r in http_rows} == {k.id for k in keys}
+    assert all(r["href"] == url and "404" in r["reason"] for r in http_rows)
+    assert all(r["item_id"].startswith("ESA_WorldCover") for r in http_rows)
 
 
 def test_store_urls_and_foreign_store(
