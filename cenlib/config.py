@@ -167,8 +167,26 @@ class IngestConfig(_Record):
         return v
 
 
+PROMPT_STYLES = ("chatearthnet-3.5", "chatearthnet-4v", "cen-layout")
+
+
 class PromptConfig(_Record):
-    style: Literal["chatearthnet-3.5", "chatearthnet-4v"] = "chatearthnet-3.5"
+    """How patches become chat messages: a named style (optionally pinned: ``name@1``)."""
+
+    style: str = "chatearthnet-3.5"
+    seed: int = Field(0, ge=0, description="seeds the wording choices (nouns for amounts)")
+    include_rgb: bool = Field(False, description="chatearthnet-4v: send the RGB image too")
+
+    @field_validator("style")
+    @classmethod
+    def _known_style(cls, v: str) -> str:
+        name, _, version = v.partition("@")
+        if name not in PROMPT_STYLES or (version and not version.isdigit()):
+            raise ValueError(
+                f"unknown prompt style {v!r}; choose one of {', '.join(PROMPT_STYLES)} "
+                "(optionally pinned to a version, e.g. chatearthnet-3.5@1)"
+            )
+        return v
 
 
 class EndpointConfig(_Record):

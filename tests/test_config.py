@@ -114,6 +114,8 @@ def test_cli_config_show_error_exit_code(tmp_path: Path) -> None:
         ["stac", "serve"],
         ["stac", "search"],
         ["run"],
+        ["plan"],
+        ["ingest"],
     ],
 )
 def test_cli_help(sub: list[str]) -> None:
