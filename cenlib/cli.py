@@ -147,7 +147,7 @@ def _run(config: Path, stages: tuple[str, ...]) -> None:
 @app.command("run")
 def run(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
     """Run the dataset job: every stage that exists so far, on a Dask cluster."""
-    _run(config, ("plan", "ingest"))
+    _run(config, ("plan", "ingest", "analyze", "prompt"))
 
 
 @app.command("plan")
@@ -160,3 +160,43 @@ def plan(config: Annotated[Path, typer.Argument(help="YAML run configuration")])
 def ingest(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
     """Search and ingest the planned patches into the Zarr store (resumes where it stopped)."""
     _run(config, ("ingest",))
+
+
+@app.command("analyze")
+def analyze(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+    """Land-cover counts per region and layout descriptors -> <output>/analysis.parquet."""
+    _run(config, ("analyze",))
+
+
+@app.command("prompt")
+def prompt(
+    target: Annotated[
+        str, typer.Argument(help="a YAML run configuration, or 'preview' (see --labels)")
+    ],
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="preview: an .npy array (n, 256, 256) uint8 of class indices 0..11"),
+    ] = None,
+    style: Annotated[str, typer.Option(help="preview: prompt style")] = "chatearthnet-3.5",
+    seed: Annotated[int, typer.Option(help="preview: seed of the wording choices")] = 0,
+) -> None:
+    """Build the prompts of a run, or preview what a model would be asked for class maps.
+
+    `cen prompt CONFIG` writes <output>/prompts.jsonl from the analysis. `cen prompt preview
+    --labels maps.npy --style chatearthnet-3.5 --seed 0` prints one JSON object per map: the
+    statistics the prompt states and the chat messages, before anything is sent or paid for.
+    """
+    if target != "preview":
+        _run(Path(target), ("prompt",))
+        return
+    from cenlib.prompt_preview import PreviewError, preview_labels
+
+    if labels is None:
+        err.print("[red]error:[/] preview needs --labels FILE.npy")
+        raise typer.Exit(2)
+    try:
+        for obj in preview_labels(labels, style, seed):
+            print(json.dumps(obj))
+    except PreviewError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None

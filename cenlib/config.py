@@ -167,6 +167,16 @@ class IngestConfig(_Record):
         return v
 
 
+class AnalysisConfig(_Record):
+    """Per-patch land-cover statistics and layout descriptors."""
+
+    batch: int = Field(256, ge=1, description="patches per task (rounded up to whole shards)")
+    layout: bool = Field(True, description="compute shape and position descriptors")
+    layout_block: int = Field(
+        4, ge=1, le=64, description="pixels per side of the blocks the layout is measured on"
+    )
+
+
 PROMPT_STYLES = ("chatearthnet-3.5", "chatearthnet-4v", "cen-layout")
 
 
@@ -243,6 +253,7 @@ class RunConfig(_Record):
     thresholds: ThresholdsConfig = ThresholdsConfig()
     plan: PlanConfig = PlanConfig()
     ingest: IngestConfig = IngestConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
     prompt: PromptConfig = PromptConfig()
     caption: CaptionConfig = CaptionConfig()
     cluster: ClusterConfig = ClusterConfig()

@@ -18,11 +18,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cenlib.analysis import analyze_store
 from cenlib.cluster import make_client
 from cenlib.config import RunConfig
-from cenlib.ingest import failure_rows, run_ingest
+from cenlib.ingest import failure_rows, run_ingest, store_url
 from cenlib.plan import grid_for, keys_from_plan, make_plan, read_plan, write_plan
 from cenlib.preview import contact_sheet
+from cenlib.prompting import run_prompts
 from cenlib.search import Aoi, patch_groups, read_items, run_search
 from cenlib.stac.server import serve_world
 from cenlib.world.build import count_steps, ensure_world, is_current, read_manifest
@@ -81,7 +83,7 @@ def source_urls(cfg: RunConfig, console: Console) -> Iterator[tuple[dict[str, st
         yield urls, aois
 
 
-STAGES = ("plan", "ingest")
+STAGES = ("plan", "ingest", "analyze", "prompt")
 
 
 class JobError(RuntimeError):
@@ -169,10 +171,14 @@ def run_job(
     out = cfg.output
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    (out / "failures.jsonl").write_text("", encoding="utf-8")
+    if {"plan", "ingest"} & set(stages):
+        (out / "failures.jsonl").write_text("", encoding="utf-8")
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"name": cfg.name, "output": str(out), "stages": list(stages)}
-    with source_urls(cfg, console) as (urls, aois), make_client(cfg.cluster) as client:
+    needs_sources = bool({"plan", "ingest"} & set(stages))
+    with contextlib.ExitStack() as stack:
+        urls, aois = stack.enter_context(source_urls(cfg, console)) if needs_sources else ({}, [])
+        client = stack.enter_context(make_client(cfg.cluster))
         if cfg.cluster.kind == "address":
             # An external cluster may still be starting its workers.
             client.wait_for_workers(1, timeout=120)
@@ -183,6 +189,18 @@ def run_job(
             summary["plan"] = _plan(cfg, urls, aois, client, console)
         if "ingest" in stages:
             summary["search"], summary["ingest"] = _ingest(cfg, urls, client, console)
+        if "analyze" in stages:
+            with console.status("analyze: land-cover statistics per patch"):
+                summary["analyze"] = analyze_store(
+                    store_url(cfg),
+                    client,
+                    out,
+                    cfg.analysis.batch,
+                    cfg.analysis.layout_block if cfg.analysis.layout else 0,
+                )
+        if "prompt" in stages:
+            with console.status(f"prompt: {cfg.prompt.style} messages"):
+                summary["prompt"] = run_prompts(cfg, store_url(cfg), client)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print_summary(out, summary, console)
@@ -216,10 +234,17 @@ def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
             f"{i['bytes_written'] / 2**20:.1f} MiB in {i['seconds']} s; "
             f"{i['failure_rows']} rows in failures.jsonl"
         )
+    if "analyze" in summary:
+        a = summary["analyze"]
+        console.print(f"analyze: {a['ok']} patches in {a['seconds']} s -> {a['table']}")
+    if "prompt" in summary:
+        p = summary["prompt"]
+        console.print(f"prompt: {p['prompts']} prompts ({p['style']}) -> {p['file']}")
     table = Table(title=f"run directory {out}")
     table.add_column("file")
     table.add_column("bytes", justify="right")
     for p in sorted(out.rglob("*")):
-        if p.is_file() and ".zarr" not in str(p.relative_to(out)):
+        rel = str(p.relative_to(out))
+        if p.is_file() and ".zarr" not in rel and not rel.startswith("prompts/"):
             table.add_row(str(p.relative_to(out)), f"{p.stat().st_size:,}")
     console.print(table)

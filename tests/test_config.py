@@ -116,6 +116,8 @@ def test_cli_config_show_error_exit_code(tmp_path: Path) -> None:
         ["run"],
         ["plan"],
         ["ingest"],
+        ["analyze"],
+        ["prompt"],
     ],
 )
 def test_cli_help(sub: list[str]) -> None:

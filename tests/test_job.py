@@ -66,6 +66,11 @@ def test_demo_job_end_to_end(tmp_path: Path, demo_world: Path) -> None:
     assert failed_ids >= set(ds.patch_id.values[~ok])
     assert all(f["reason"] for f in failures)
     assert (run / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Analysis: one row per planned patch; prompts: one per ok patch, in store order.
+    assert summary["analyze"]["ok"] == ing["ok"]
+    prompts = [json.loads(ln) for ln in (run / "prompts.jsonl").read_text().splitlines()]
+    assert [p["patch_id"] for p in prompts] == list(ds.patch_id.values[ok])
+    assert summary["prompt"]["prompts"] == len(prompts)
     # Secrets never reach outputs or logs.
     for p in run.rglob("*"):
         if p.is_file():

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from cenlib.analysis import CEN_REGIONS, GRID3, region_boxes, region_counts, region_index
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES
 
 # ChatEarthNet's five regions, in the order its prompts list them.
@@ -160,6 +161,32 @@ class PatchContext:
             set_(self, "rgb", rgb)
 
     @classmethod
+    def from_counts(
+        cls,
+        counts: npt.ArrayLike,
+        size: int,
+        *,
+        layout: Mapping[int, ClassLayout] | None = None,
+        labels: npt.ArrayLike | None = None,
+        rgb: npt.ArrayLike | None = None,
+    ) -> PatchContext:
+        """A context from one patch's ``(len(REGIONS), 12)`` counts of :mod:`cenlib.analysis`."""
+        c = np.asarray(counts, dtype=np.int64)
+        boxes = region_boxes(size)
+        return cls(
+            overall=c[region_index(("whole",))[0]],
+            regions=c[region_index(CEN_REGIONS)],
+            region_pixels=np.array(
+                [(boxes[r][1] - boxes[r][0]) * (boxes[r][3] - boxes[r][2]) for r in CEN_REGIONS],
+                np.int64,
+            ),
+            grid3=c[region_index(GRID3)],
+            layout=layout,
+            labels=None if labels is None else np.asarray(labels, dtype=np.uint8),
+            rgb=None if rgb is None else np.asarray(rgb, dtype=np.uint8),
+        )
+
+    @classmethod
     def from_labels(
         cls,
         labels: npt.ArrayLike,
@@ -168,41 +195,18 @@ class PatchContext:
         layout: Mapping[int, ClassLayout] | None = None,
         keep_labels: bool = True,
     ) -> PatchContext:
-        """Counts of one ``(h, w)`` class map by the plain route (one bincount per region).
-
-        Regions follow ChatEarthNet: quadrants split at ``h // 2`` and ``w // 2``; the middle is
-        ``[h//4 : 3h//4, w//4 : 3w//4]``. The 3 x 3 grid splits rows at ``i * h // 3``.
-        """
+        """The context of one ``(S, S)`` class map, counted by :func:`analysis.region_counts`."""
         lab = np.asarray(labels)
-        if lab.ndim != 2 or lab.dtype != np.uint8:
-            raise ValueError(f"labels must be a 2-D uint8 class map; got {lab.dtype} {lab.shape}")
-        if int(lab.max(initial=0)) >= NUM_CLASSES:
-            raise ValueError(f"labels hold class indices >= {NUM_CLASSES}")
-        h, w = lab.shape
-        parts = [
-            lab[: h // 2, : w // 2],
-            lab[: h // 2, w // 2 :],
-            lab[h // 2 :, : w // 2],
-            lab[h // 2 :, w // 2 :],
-            lab[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4],
-        ]
-        rows = [i * h // 3 for i in range(4)]
-        cols = [j * w // 3 for j in range(4)]
-        cells = [
-            lab[rows[i] : rows[i + 1], cols[j] : cols[j + 1]] for i in range(3) for j in range(3)
-        ]
-
-        def count(a: npt.NDArray[np.uint8]) -> IntArray:
-            return np.bincount(a.ravel(), minlength=NUM_CLASSES).astype(np.int64)
-
-        return cls(
-            overall=count(lab),
-            regions=np.stack([count(p) for p in parts]),
-            region_pixels=np.array([p.size for p in parts], np.int64),
-            grid3=np.stack([count(c) for c in cells]),
+        if lab.ndim != 2 or lab.dtype != np.uint8 or lab.shape[0] != lab.shape[1]:
+            raise ValueError(
+                f"labels must be a square uint8 class map; got {lab.dtype} {lab.shape}"
+            )
+        return cls.from_counts(
+            region_counts(lab[None])[0],
+            lab.shape[0],
             layout=layout,
             labels=lab if keep_labels else None,
-            rgb=None if rgb is None else np.asarray(rgb, dtype=np.uint8),
+            rgb=rgb,
         )
 
 

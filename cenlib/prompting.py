@@ -1,0 +1,187 @@
+"""Stage *prompt*: chat messages for every analysed patch, in the configured style, on Dask.
+
+Reads what the analyze stage wrote (the store's ``region_counts`` and, for ``cen-layout``, the
+layout columns of ``analysis.parquet``; the land-cover map itself for ``chatearthnet-4v``) and
+writes ``<run>/prompts.jsonl``, one JSON object per ``ok`` patch, in store order::
+
+    {"patch_id": ..., "style": "chatearthnet-3.5@1", "seed": 0, "key": sha256 of the messages,
+     "messages": [{"role": "system", ...}, {"role": "user", ...}]}
+
+One task per block of whole shards writes ``<run>/prompts/part-<block>-<token>.jsonl``
+(atomically); a re-run skips parts already written, then the parts are joined in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from distributed import Client, as_completed, span
+
+from cenlib.analysis import LAYOUT_FIELDS
+from cenlib.analysis.layout import class_layout
+from cenlib.analysis.stage import COUNTS_ARRAY, TABLE, slug
+from cenlib.classes import CLASS_NAMES, NUM_CLASSES
+from cenlib.config import RunConfig
+from cenlib.preview import true_colour
+from cenlib.prompts import ClassLayout, PatchContext, build_messages, get_style
+from cenlib.store import array, fingerprint, open_group
+
+PROMPTS = "prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class PromptTask:
+    url: str
+    table: str
+    index: int
+    start: int
+    stop: int
+    style: str
+    seed: int
+    include_rgb: bool
+    part: str
+
+
+def message_key(messages: list[dict[str, Any]]) -> str:
+    """A stable hash of what a model is asked (the caption stage adds model and parameters)."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+
+
+def _layouts(table: str, start: int, stop: int) -> list[dict[int, ClassLayout]]:
+    """Layout records of rows [start, stop) of the analysis table, reading only their groups."""
+    f = pq.ParquetFile(table)
+    cols = [f"{fld}_{slug(CLASS_NAMES[k])}" for k in range(1, NUM_CLASSES) for fld in LAYOUT_FIELDS]
+    first = 0
+    parts = []
+    for g in range(f.num_row_groups):
+        n = f.metadata.row_group(g).num_rows
+        if first < stop and first + n > start:
+            t = f.read_row_group(g, columns=cols).slice(max(0, start - first), stop - first)
+            parts.append(t.to_pydict())
+        first += n
+    out: list[dict[int, ClassLayout]] = []
+    for part in parts:
+        for row in range(len(next(iter(part.values())))):
+            per: dict[int, ClassLayout] = {}
+            for k in range(1, NUM_CLASSES):
+                name = slug(CLASS_NAMES[k])
+                rec = {fld: part[f"{fld}_{name}"][row] for fld in LAYOUT_FIELDS}
+                if rec["components"] and rec["components"] > 0:
+                    d = class_layout({f: (np.nan if v is None else v) for f, v in rec.items()})
+                    per[k] = ClassLayout.from_dict(d)
+            out.append(per)
+    return out
+
+
+def prompt_block(task: PromptTask) -> dict[str, Any]:
+    """Runs on a worker: the messages of patches [start, stop) into one part file."""
+    g = open_group(task.url)
+    a, b = task.start, task.stop
+    status = np.asarray(array(g, "status")[a:b])
+    ids = np.asarray(array(g, "patch_id")[a:b])
+    counts = np.asarray(array(g, COUNTS_ARRAY)[a:b])
+    style = get_style(task.style)
+    labels = np.asarray(array(g, "land_cover")[a:b]) if style.needs_labels else None
+    bands = [str(x) for x in np.asarray(array(g, "band")[:])]
+    layouts = _layouts(task.table, a, b) if style.needs_grid else None
+    size = int(array(g, "land_cover").shape[-1])
+    lines = []
+    for i in np.flatnonzero(status == "ok"):
+        rgb = None
+        if task.include_rgb and style.needs_labels:
+            refl = np.asarray(array(g, "reflectance")[a + int(i)])
+            rgb = (true_colour(refl, bands) * 255).astype(np.uint8)
+        ctx = PatchContext.from_counts(
+            counts[i],
+            size,
+            layout=layouts[i] if layouts is not None else None,
+            labels=labels[i] if labels is not None else None,
+            rgb=rgb,
+        )
+        messages = build_messages(task.style, ctx, task.seed, str(ids[i]))
+        rec = {
+            "patch_id": str(ids[i]),
+            "style": style.versioned,
+            "seed": task.seed,
+            "key": message_key(messages),
+            "messages": messages,
+        }
+        lines.append(json.dumps(rec) + "\n")
+    tmp = f"{task.part}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    os.replace(tmp, task.part)  # a part exists only once complete
+    return {"index": task.index, "prompts": len(lines)}
+
+
+def run_prompts(cfg: RunConfig, url: str, client: Client) -> dict[str, Any]:
+    """Build the prompts of every ok patch of the store; returns the stage summary."""
+    out = cfg.output
+    table = out / TABLE
+    if not table.is_file():
+        raise FileNotFoundError(f"no analysis table at {table}; run `cen analyze CONFIG` first")
+    g = open_group(url)
+    n = int(array(g, "patch_id").shape[0])
+    step = max(int(str(g.attrs.get("shard_patches", 16))), 1)
+    step *= max(1, cfg.analysis.batch // step)
+    style = get_style(cfg.prompt.style)
+    token = fingerprint(
+        g.attrs.get("fingerprint"),
+        style.versioned,
+        cfg.prompt.seed,
+        cfg.prompt.include_rgb,
+        step,
+        os.path.getmtime(table),
+    )[:8]
+    parts_dir = out / "prompts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [
+        PromptTask(
+            url,
+            str(table),
+            i,
+            s,
+            min(s + step, n),
+            style.versioned,
+            cfg.prompt.seed,
+            cfg.prompt.include_rgb,
+            str(parts_dir / f"part-{i:05d}-{token}.jsonl"),
+        )
+        for i, s in enumerate(range(0, n, step))
+    ]
+    todo = [t for t in tasks if not Path(t.part).is_file()]
+    t0 = time.perf_counter()
+    with span("prompt"):
+        futures = [
+            client.submit(prompt_block, t, key=f"prompt-{t.index:05d}-{token}", pure=False)
+            for t in todo
+        ]
+        for fut in as_completed(futures):
+            fut.result()
+    total = 0
+    tmp = out / f".{PROMPTS}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for t in tasks:
+            with open(t.part, encoding="utf-8") as part:
+                for line in part:
+                    f.write(line)
+                    total += 1
+    os.replace(tmp, out / PROMPTS)
+    for stale in parts_dir.glob("part-*.jsonl"):
+        if not stale.name.endswith(f"-{token}.jsonl"):
+            stale.unlink()
+    return {
+        "style": style.versioned,
+        "prompts": total,
+        "parts_skipped": len(tasks) - len(todo),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "file": str(out / PROMPTS),
+    }

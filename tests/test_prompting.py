@@ -1,0 +1,117 @@
+"""Stages analyze and prompt on a real store, and `cen prompt preview` on the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client
+
+from cenlib.analysis import analyze_store, region_counts
+from cenlib.config import RunConfig, parse_config
+from cenlib.grid import Grid
+from cenlib.ingest import run_ingest
+from cenlib.prompting import PROMPTS, run_prompts
+from cenlib.stac.search import SearchRequest, search
+from cenlib.store import open_group
+
+DOLOMITES = (11.97, 46.56, 12.03, 46.61)
+REGION_NAMES = ["top left", "top right", "bottom left", "bottom right", "middle"]
+
+
+@pytest.fixture(scope="module")
+def analysed(
+    tmp_path_factory: pytest.TempPathFactory, world_apis: dict[str, str], dask_client: Client
+) -> tuple[RunConfig, str]:
+    out = tmp_path_factory.mktemp("prompting") / "run"
+    cfg = parse_config({"output": str(out), "ingest": {"shard_patches": 4}})
+    s2 = search(
+        SearchRequest(world_apis["earth-search"], "sentinel-2-l2a", DOLOMITES, cfg.time.interval)
+    ).items
+    wc = search(SearchRequest(world_apis["planetary-computer"], "esa-worldcover", DOLOMITES)).items
+    keys = list(Grid().covering(DOLOMITES))
+    s = run_ingest(
+        cfg, keys, [i.to_dict() for i in s2], [i.to_dict() for i in wc], world_apis, dask_client
+    )
+    a = analyze_store(s["store"], dask_client, out)
+    assert a["ok"] == s["ok"] > 0
+    return cfg, s["store"]
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("style", ["chatearthnet-3.5", "cen-layout", "chatearthnet-4v"])
+def test_prompts_for_every_ok_patch(
+    analysed: tuple[RunConfig, str], dask_client: Client, style: str
+) -> None:
+    base, url = analysed
+    cfg = base.model_copy(update={"prompt": base.prompt.model_copy(update={"style": style})})
+    first = run_prompts(cfg, url, dask_client)
+    recs = _read(cfg.output / PROMPTS)
+    g = open_group(url)
+    ok_ids = [str(i) for i, st in zip(g["patch_id"][:], g["status"][:], strict=True) if st == "ok"]
+    assert [r["patch_id"] for r in recs] == ok_ids and first["prompts"] == len(ok_ids)
+    assert all(r["style"] == f"{style}@1" and len(r["key"]) == 64 for r in recs)
+    assert len({r["key"] for r in recs}) == len(recs)  # distinct patches, distinct prompts
+    # Re-running reuses every part and gives the same bytes.
+    before = (cfg.output / PROMPTS).read_bytes()
+    again = run_prompts(cfg, url, dask_client)
+    assert again["parts_skipped"] > 0 and (cfg.output / PROMPTS).read_bytes() == before
+    if style == "chatearthnet-4v":
+        parts = recs[0]["messages"][-1]["content"]
+        assert any(p.get("type") == "image_url" for p in parts)
+
+
+def test_analysis_table_matches_the_kernel(analysed: tuple[RunConfig, str]) -> None:
+    cfg, url = analysed
+    table = pd.read_parquet(cfg.output / "analysis.parquet")
+    g = open_group(url)
+    ok = np.asarray(g["status"][:]) == "ok"
+    labels = np.asarray(g["land_cover"][:])[ok]
+    direct = region_counts(labels)
+    assert np.array_equal(np.asarray(g["region_counts"][:])[ok], direct)
+    assert list(table["patch_id"]) == [str(x) for x in g["patch_id"][:]]
+    water = table.loc[ok, "count_whole_water"].to_numpy()
+    assert np.array_equal(water, (labels == 1).sum(axis=(1, 2)))
+
+
+def test_cli_preview_prints_the_documented_json(tmp_path: Path) -> None:
+    maps = np.zeros((2, 256, 256), np.uint8)
+    maps[0, :, :128] = 1  # water on the left half, tree on the right
+    maps[0, :, 128:] = 3
+    maps[1, :128, :128] = 2  # developed area in the top-left quadrant only
+    path = tmp_path / "maps.npy"
+    np.save(path, maps)
+    cen = str(Path(sys.executable).parent / "cen")
+    args = [cen, "prompt", "preview", "--labels", str(path), "--seed", "3"]
+    r = subprocess.run([*args, "--style", "chatearthnet-3.5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    objs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(objs) == 2 and set(objs[0]) == {"overall", "regions", "messages"}
+    assert objs[0]["overall"] == ["water", "tree"]  # a tie: the lower class index first
+    assert list(objs[0]["regions"]) == REGION_NAMES
+    assert objs[0]["regions"]["top left"] == [
+        {"class": "water", "percent": 100, "bin": "extra large"}
+    ]
+    assert objs[0]["regions"]["middle"] == [
+        {"class": "water", "percent": 50, "bin": "large"},
+        {"class": "tree", "percent": 50, "bin": "large"},
+    ]
+    assert objs[1]["regions"]["bottom right"] == []  # all background: nothing to list
+    assert [m["role"] for m in objs[0]["messages"]] == ["system", "user"]
+    again = subprocess.run([*args, "--style", "chatearthnet-3.5"], capture_output=True, text=True)
+    assert again.stdout == r.stdout  # seeded
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.full((1, 256, 256), 12, np.uint8))
+    r = subprocess.run(
+        [cen, "prompt", "preview", "--labels", str(bad)], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "class indices 0..11" in r.stderr
