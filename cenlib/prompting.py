@@ -168,12 +168,12 @@ def run_prompts(cfg: RunConfig, url: str, client: Client) -> dict[str, Any]:
             fut.result()
     total = 0
     tmp = out / f".{PROMPTS}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(tmp, "wb") as f:
         for t in tasks:
-            with open(t.part, encoding="utf-8") as part:
-                for line in part:
-                    f.write(line)
-                    total += 1
+            with open(t.part, "rb") as part:
+                while chunk := part.read(1 << 20):
+                    f.write(chunk)
+                    total += chunk.count(b"\n")
     os.replace(tmp, out / PROMPTS)
     for stale in parts_dir.glob("part-*.jsonl"):
         if not stale.name.endswith(f"-{token}.jsonl"):

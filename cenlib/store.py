@@ -4,8 +4,10 @@ Layout (one row per planned patch, in plan order; ``S`` = ``ingest.shard_patches
 
     reflectance  (patch, band, y, x) int16   reflectance * 10000, -32768 = no data;
                                              chunk = 1 patch, shard = S patches
-    land_cover   (patch, y, x)       uint8   ChatEarthNet class index 0..11 (0 = background)
-    scl          (patch, y, x)       uint8   Sentinel-2 scene classification (0 = no data)
+    land_cover   (patch, y, x)       uint8   ChatEarthNet class index 0..11 (0 = background);
+                                             chunk = S patches (no sharding)
+    scl          (patch, y, x)       uint8   Sentinel-2 scene classification (0 = no data);
+                                             chunk = S patches
     band         (band)              str     band names (Earth Search keys)
     patch_id, grid, tile, crs, status, reason, s2_items, wc_items, issues   (patch) str
     center_lon, center_lat           (patch) float64
@@ -144,11 +146,12 @@ def create_or_open(spec: StoreSpec, attrs: dict[str, Any], replace: bool = False
         ("land_cover", "ChatEarthNet land-cover class index (0 = background)"),
         ("scl", "Sentinel-2 scene classification (0 = no data)"),
     ):
+        # One chunk per shard: zarr-python spends ~300 us per chunk it decodes, more than a
+        # 64 KiB class map costs to read, and the analysis reads these maps whole shards at once.
         g.create_array(
             name,
             shape=(n, px, px),
-            chunks=(1, px, px),
-            shards=(s, px, px),
+            chunks=(s, px, px),
             dtype="uint8",
             fill_value=0,
             dimension_names=("patch", "y", "x"),

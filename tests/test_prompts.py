@@ -73,10 +73,14 @@ def user(messages: list[dict[str, Any]]) -> str:
 
 
 def nouns_by_hand(seed: int, patch_id: str) -> np.ndarray:
-    """The documented rule, re-derived: sha256 of "seed NUL id", first 8 bytes little-endian."""
-    digest = hashlib.sha256(f"{seed}\x00{patch_id}".encode()).digest()
-    draw = np.random.default_rng(int.from_bytes(digest[:8], "little")).integers(0, 5, (5, 3))
-    return np.array(cen35.NOUNS)[draw]
+    """The documented rule, re-derived: bytes of sha256("seed NUL id NUL block"), 255 skipped."""
+    stream: list[int] = []
+    block = 0
+    while len(stream) < 15:
+        digest = hashlib.sha256(f"{seed}\x00{patch_id}\x00{block}".encode()).digest()
+        stream += [b % 5 for b in digest if b != 255]
+        block += 1
+    return np.array(cen35.NOUNS)[np.array(stream[:15]).reshape(5, 3)]
 
 
 # --- chatearthnet-3.5: golden prompts -------------------------------------------------------
@@ -152,8 +156,8 @@ def test_golden_town_prompt() -> None:
     assert patch_seed(7, "4242_2817_patch00") == int.from_bytes(
         hashlib.sha256(b"7\x004242_2817_patch00").digest()[:8], "little"
     )
-    assert n[:, 0].tolist() == ["quantity", "part", "quantity", "portion", "quantity"]
-    assert n[4, 1] == "part"
+    assert n[:, 0].tolist() == ["quantity", "portion", "part", "portion", "part"]
+    assert n[4, 1] == "fraction"
 
 
 def test_golden_bins_truncation_threshold_and_empty_region() -> None:

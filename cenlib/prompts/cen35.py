@@ -10,8 +10,8 @@ What the model is told is exactly what the reference scripts computed:
 
 Two deliberate differences: ties are ordered by class index (the reference left them to an
 unstable sort), and the nouns come from a generator seeded by (run seed, patch id) instead of the
-unseeded ``random.choice``: the noun of rank ``i`` in region ``r`` is ``NOUNS[draw[r, i]]`` with
-``draw = default_rng(patch_seed(seed, patch_id)).integers(0, 5, size=(5, 3))``.
+unseeded ``random.choice``: the noun of rank ``i`` in region ``r`` is ``NOUNS[d[3 * r + i]]`` with
+``d = draws(seed, patch_id, 15, 5)`` (a sha256 stream, see :func:`context.draws`).
 A region with no class reaching the threshold gets a sentence saying so, where the reference left
 a dangling one. The wording of both messages is ours.
 """
@@ -20,16 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from cenlib.prompts.context import (
     BANNED_WORDS,
     REGION_NAMES,
     Message,
     PatchContext,
     class_name,
+    draws,
     join_words,
-    patch_seed,
     ranked,
 )
 
@@ -86,9 +84,7 @@ def percent_bin(percent: int) -> str:
 
 
 def _regions(ctx: PatchContext, seed: int, patch_id: str) -> list[list[dict[str, Any]]]:
-    draw = np.random.default_rng(patch_seed(seed, patch_id)).integers(
-        0, len(NOUNS), size=(len(REGION_NAMES), TOP_PER_REGION)
-    )
+    d = draws(seed, patch_id, len(REGION_NAMES) * TOP_PER_REGION, len(NOUNS))
     out: list[list[dict[str, Any]]] = []
     for r, counts in enumerate(ctx.regions.tolist()):
         total = sum(counts[1:])
@@ -100,7 +96,7 @@ def _regions(ctx: PatchContext, seed: int, patch_id: str) -> list[list[dict[str,
                     "class": class_name(c),
                     "percent": pct,
                     "bin": percent_bin(pct),
-                    "noun": NOUNS[int(draw[r, i])],
+                    "noun": NOUNS[d[TOP_PER_REGION * r + i]],
                 }
             )
         out.append(items)
