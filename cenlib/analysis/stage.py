@@ -5,8 +5,8 @@ task named ``analyze-<block>-<token>``), runs :func:`region_counts` and :func:`l
 patches whose ``status`` is ``ok``, writes the store array
 
     region_counts  (patch, region, class)  int32   pixels per class in each of ``REGIONS``;
-                                                   chunk = the store's shard along patch,
-                                                   written whole chunks per task
+                                                   chunk = one task's block of whole shards,
+                                                   written whole by that task
 
 and returns each block's rows to the client, which writes them in patch order (a bounded window
 of tasks in flight, so memory stays flat) to ``<out_dir>/analysis.parquet``, one row per patch:
@@ -153,7 +153,9 @@ def _prepare(url: str, batch: int) -> tuple[int, int, str]:
     found = g.attrs.get("shard_patches")
     shard = found if isinstance(found, int) and found > 0 else lc.chunks[0]
     per_task = max(shard, -(-batch // shard) * shard)  # whole shards: one writer per chunk
-    shape, chunks = (n, len(REGIONS), NUM_CLASSES), (shard, len(REGIONS), NUM_CLASSES)
+    # One chunk per task: each task writes its own chunk in one call (16 small chunks cost more
+    # in zarr's per-chunk overhead than counting their patches).
+    shape, chunks = (n, len(REGIONS), NUM_CLASSES), (per_task, len(REGIONS), NUM_CLASSES)
     old = g.get(COUNTS_ARRAY)
     if not (isinstance(old, zarr.Array) and old.shape == shape and old.chunks == chunks):
         g.create_array(
