@@ -19,20 +19,10 @@ import numpy.typing as npt
 from cenlib.analysis import CEN_REGIONS, GRID3, region_boxes, region_counts, region_index
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES
 
-# ChatEarthNet's five regions, in the order its prompts list them.
-REGION_NAMES: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right", "middle")
-# The 3 x 3 grid of the cen-layout style, row-major.
-GRID3_NAMES: tuple[str, ...] = (
-    "top left",
-    "top",
-    "top right",
-    "left",
-    "centre",
-    "right",
-    "bottom left",
-    "bottom",
-    "bottom right",
-)
+# ChatEarthNet's five regions, in the order its prompts list them (the analysis's order).
+REGION_NAMES: tuple[str, ...] = CEN_REGIONS
+# The 3 x 3 grid of the cen-layout style, row-major; in prose the corner cells lose "corner".
+GRID3_NAMES: tuple[str, ...] = tuple(name.removesuffix(" corner") for name in GRID3)
 EDGES: tuple[str, ...] = ("top", "bottom", "left", "right")
 Orientation = Literal["north-south", "east-west", "compact"]
 
