@@ -132,12 +132,14 @@ def stac_search(
 
 
 def _run(config: Path, stages: tuple[str, ...]) -> None:
+    from cenlib.grid import GridError
     from cenlib.job import JobError, failed, run_job
+    from cenlib.plan import PlanError
     from cenlib.store import StoreError
 
     try:
         summary = run_job(_load(config), stages=stages)
-    except (JobError, StoreError) as e:
+    except (JobError, StoreError, PlanError, GridError, FileNotFoundError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
     if failed(summary):
