@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+import shapely
 from affine import Affine
 from odc.geo import geom
 from odc.geo.crs import CRS
@@ -85,8 +86,17 @@ class PatchKey:
         return GeoBox((n, n), Affine(UTM_RES, 0, self.col * side, 0, -UTM_RES, top), self.crs)
 
     def lonlat_polygon(self) -> geom.Geometry:
-        """The patch outline in EPSG:4326 (densified, so curved edges stay close)."""
-        return self.geobox.footprint("epsg:4326", npoints=16)
+        """The patch outline in EPSG:4326 (densified, so curved edges stay close).
+
+        A patch across the antimeridian keeps its longitudes on one side: values west of it
+        are shifted by +360, so the outline covers the patch and not the rest of the globe.
+        """
+        poly = self.geobox.footprint("epsg:4326", npoints=16)
+        bb = poly.boundingbox
+        if bb.right - bb.left <= 180:
+            return poly
+        shifted = shapely.transform(poly.geom, lambda xy: xy + [[360.0, 0.0]] * (xy[:, :1] < 0))
+        return geom.Geometry(shifted, "epsg:4326")
 
     def center_lonlat(self) -> tuple[float, float]:
         c = self.geobox.extent.centroid.to_crs("epsg:4326")

@@ -388,12 +388,21 @@ def test_plan_frame_utm_columns() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.floats(-179.9, 179.9), st.floats(-85.0, 85.0), st.booleans())
+@given(st.floats(-180.0, 180.0), st.floats(-85.0, 85.0), st.booleans())
 def test_patch_at_point_contains_it(lon: float, lat: float, utm: bool) -> None:
     if utm:
         lat = max(-79.9, min(lat, 83.9))
     key = (UTM if utm else GRID).at(lon, lat)
-    assert key.lonlat_polygon().geom.buffer(1e-9).contains(Point(lon, lat))
+    poly = key.lonlat_polygon().geom.buffer(1e-9)
+    # Across the antimeridian the outline is kept east of it (longitudes up to 180 + x).
+    assert poly.contains(Point(lon, lat)) or poly.contains(Point(lon + 360, lat))
+    assert poly.bounds[2] - poly.bounds[0] < 10
+
+
+def test_utm_patch_across_the_antimeridian() -> None:
+    key = UTM.at(179.984375, 1.0)
+    left, _, right, _ = key.lonlat_polygon().boundingbox
+    assert 179 < left < 180 < right < 181
 
 
 _POOL = list(GRID.covering((14.40, 46.30, 14.45, 46.34)))
