@@ -81,9 +81,37 @@ class GridConfig(_Record):
         return self
 
 
+_MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
+
+
 class TimeConfig(_Record):
+    """The Sentinel-2 window; optionally only named seasons within it (``MM-DD`` ranges)."""
+
     start: dt.date = dt.date(2021, 6, 1)
     end: dt.date = dt.date(2021, 9, 30)
+    seasons: dict[str, tuple[str, str]] = Field(
+        default_factory=dict,
+        description="name -> [first MM-DD, last MM-DD]; a range may wrap the new year",
+    )
+
+    @field_validator("seasons")
+    @classmethod
+    def _month_days(cls, v: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+        for name, (a, b) in v.items():
+            for md in (a, b):
+                if not _MONTH_DAY.match(md):
+                    raise ValueError(f"season {name!r}: {md!r} is not a month-day like 06-21")
+        return v
+
+    def season_of(self, day: dt.date) -> str | None:
+        """The season a day falls in ('' when no seasons are configured), or None if none."""
+        if not self.seasons:
+            return ""
+        md = f"{day.month:02d}-{day.day:02d}"
+        for name, (a, b) in self.seasons.items():
+            if (a <= md <= b) if a <= b else (md >= a or md <= b):
+                return name
+        return None
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeConfig:

@@ -9,6 +9,7 @@ tolerates are stored per patch in the store itself, so a killed run loses none o
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import shapely
 from distributed import Client, as_completed, span
 
 from cenlib.classes import worldcover_to_index
-from cenlib.config import RunConfig
+from cenlib.config import RunConfig, TimeConfig
 from cenlib.grid import PatchKey
 from cenlib.read import AssetReadError, AssetRef, Readers, read_onto
 from cenlib.scenes import (
@@ -60,6 +61,7 @@ class IngestParams:
     min_wc_valid: float  # 0..1
     sign_s2: str  # "none" or "planetary-computer"
     sign_wc: str
+    time: TimeConfig  # its named seasons, if any, restrict the days a patch may use
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,16 @@ def ingest_patch(
             f"thresholds.min_valid_fraction ({100 * p.min_wc_valid:g}%)"
         )
     else:
-        cands = candidates(s2)
-        while True:
+        every = candidates(s2)
+        cands = [c for c in every if p.time.season_of(dt.date.fromisoformat(c.day)) is not None]
+        if not every:
+            out.fields["reason"] = "no Sentinel-2 item covers the patch in the time window"
+        elif not cands:
+            out.fields["reason"] = (
+                f"none of the {len(every)} Sentinel-2 day(s) over the patch falls in the seasons "
+                f"{sorted(p.time.seasons)}; widen time.seasons or the time window"
+            )
+        while cands:
             choice = choose(readers, cands, gbox, p.max_cloud, p.max_nodata, sign)
             issues.extend(_issue(e) for e in choice.errors)
             out.fields["reason"] = choice.reason
@@ -153,6 +163,7 @@ def ingest_patch(
             out.scl = choice.scl
             out.fields.update(
                 status="ok",
+                season=p.time.season_of(dt.date.fromisoformat(cand.day)) or "",
                 s2_items=",".join(cand.ids),
                 datetime=cand.datetime,
                 cloud_fraction=choice.cloud,
@@ -173,6 +184,8 @@ def ingest_patch(
                     }
                 )
             break
+        if out.fields["status"] != "ok" and not out.fields["reason"]:
+            out.fields["reason"] = "every candidate day had an unreadable asset (see its issues)"
     out.fields["issues"] = json.dumps(issues) if issues else ""
     return out
 
@@ -258,6 +271,7 @@ def params_from(cfg: RunConfig) -> IngestParams:
         min_wc_valid=cfg.thresholds.min_valid_fraction,
         sign_s2=kind(cfg.sources.sentinel2.sign),
         sign_wc=kind(cfg.sources.worldcover.sign),
+        time=cfg.time,
     )
 
 

@@ -9,7 +9,7 @@ Layout (one row per planned patch, in plan order; ``S`` = ``ingest.shard_patches
     scl          (patch, y, x)       uint8   Sentinel-2 scene classification (0 = no data);
                                              chunk = S patches
     band         (band)              str     band names (Earth Search keys)
-    patch_id, grid, tile, crs, status, reason, s2_items, wc_items, issues   (patch) str
+    patch_id, grid, tile, crs, status, reason, s2_items, wc_items, issues, season   (patch) str
     center_lon, center_lat           (patch) float64
     transform    (patch, 6)          float64 affine a, b, c, d, e, f of the patch's pixel grid
     datetime     (patch)             datetime64[ns] acquisition (NaT if none)
@@ -37,7 +37,7 @@ from zarr import AsyncArray
 from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 STR_FIELDS = (
     "patch_id",
     "grid",
@@ -48,6 +48,7 @@ STR_FIELDS = (
     "s2_items",
     "wc_items",
     "issues",
+    "season",
 )
 F64_FIELDS = ("center_lon", "center_lat")
 F32_FIELDS = ("cloud_fraction", "nodata_fraction", "wc_valid_fraction")

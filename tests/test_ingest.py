@@ -303,3 +303,31 @@ def test_killed_run_resumes_to_identical_store(tmp_path: Path, demo_world: Path)
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     shutil.rmtree(tmp_path / "full")
+
+
+def test_named_seasons_restrict_the_days(
+    tmp_path: Path, world_apis: dict[str, str], dask_client: Client
+) -> None:
+    s2, wc = _items(world_apis, DOLOMITES)
+    keys = list(Grid().covering(DOLOMITES))[8:14]
+    days = sorted({i["properties"]["datetime"][:10] for i in s2})
+    late = days[-1]
+    md = late[5:]
+    cfg = _cfg(
+        tmp_path,
+        time={"start": "2021-06-01", "end": "2021-09-30", "seasons": {"late": [md, md]}},
+        thresholds={"max_patch_cloud": 100, "max_patch_nodata": 100},
+    )
+    s = run_ingest(cfg, keys, s2, wc, world_apis, dask_client)
+    ds = xr.open_zarr(s["store"], consolidated=False)
+    ok = ds.status.values == "ok"
+    assert ok.any()
+    assert {str(d)[:10] for d in ds.datetime.values[ok]} == {late}
+    assert set(ds.season.values[ok]) == {"late"}
+    winter = _cfg(
+        tmp_path / "w", time={"start": "2021-06-01", "end": "2021-09-30",
+                              "seasons": {"winter": ["12-01", "02-28"]}},
+    )  # fmt: skip
+    w = run_ingest(winter, keys, s2, wc, world_apis, dask_client)
+    reasons = set(xr.open_zarr(w["store"], consolidated=False).reason.values)
+    assert w["ok"] == 0 and all("seasons ['winter']" in r for r in reasons if "WorldCover" not in r)
