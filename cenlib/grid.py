@@ -156,13 +156,14 @@ class Grid:
         if self.kind == "chatearthnet":
             x, y = _to(lon, lat, CRS("EPSG:3857"))
             tile = 2 * MERCATOR_HALF / 2**self.zoom
-            fx, fy = (x + MERCATOR_HALF) / tile, (MERCATOR_HALF - y) / tile
+            # Clamped inside the world first: lon 180 (or the Mercator latitude limit) lies on
+            # the outer edge and belongs to the last patch, not to the one past it.
+            end = 2**self.zoom - 1e-9
+            fx = min(max((x + MERCATOR_HALF) / tile, 0.0), end)
+            fy = min(max((MERCATOR_HALF - y) / tile, 0.0), end)
             col, row = math.floor(fx), math.floor(fy)
             c, r = int((fx - col) >= 0.5), int((fy - row) >= 0.5)
-            n = 2**self.zoom - 1
-            return PatchKey(
-                "chatearthnet", self.zoom, min(col, n), min(row, n), 2 * r + c, self.size
-            )
+            return PatchKey("chatearthnet", self.zoom, col, row, 2 * r + c, self.size)
         epsg = self.zone_for(lon, lat)
         x, y = _to(lon, lat, CRS(f"EPSG:{epsg}"))
         side = self.size * UTM_RES

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from distributed import Client, LocalCluster
+from hypothesis import settings
 
 from cenlib.stac.server import serve, serve_world
 from cenlib.world.build import build_world
+
+# CI runs hypothesis from a fixed seed, so a landing never hangs on a fresh random draw;
+# `make test` elsewhere explores new examples every run (and keeps failures in .hypothesis/).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
 # A copy of the workplace's shared/fixtures/real (read-only there), kept in the repository so

@@ -399,6 +399,12 @@ def test_patch_at_point_contains_it(lon: float, lat: float, utm: bool) -> None:
     assert poly.bounds[2] - poly.bounds[0] < 10
 
 
+def test_points_on_the_edge_of_the_world() -> None:
+    for lon, lat in ((180.0, 0.0), (-180.0, 0.0), (0.0, 85.0511), (0.0, -85.0511)):
+        poly = GRID.at(lon, lat).lonlat_polygon().geom.buffer(1e-9)
+        assert poly.contains(Point(lon, lat)) or poly.contains(Point(lon + 360, lat))
+
+
 def test_utm_patch_across_the_antimeridian() -> None:
     key = UTM.at(179.984375, 1.0)
     left, _, right, _ = key.lonlat_polygon().boundingbox

@@ -59,12 +59,21 @@ def test_s2_tile_matches_real_planetary_computer_record(real_fixtures) -> None: 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(-170, 170), st.floats(-70, 70))
 def test_covering_tiles_contain_the_point(lon: float, lat: float) -> None:
-    tiles = s2_tiles_covering((lon, lat, lon + 0.001, lat + 0.001))
+    box = (lon, lat, lon + 0.001, lat + 0.001)
+    tiles = s2_tiles_covering(box)
     assert tiles, "every land point is in at least one Sentinel-2 tile"
+    holding = 0
     for t in tiles:
-        x, y = Transformer.from_crs(4326, t.epsg, always_xy=True).transform(lon, lat)
+        to_utm = Transformer.from_crs(4326, t.epsg, always_xy=True)
         x0, y0, x1, y1 = t.bounds
-        assert x0 <= x <= x1 and y0 <= y <= y1
+        xs, ys = to_utm.transform(
+            [box[0], box[2], box[0], box[2]], [box[1], box[1], box[3], box[3]]
+        )
+        # Every tile meets the box (a box across a 100 km square edge needs both squares) ...
+        assert min(xs) <= x1 and max(xs) >= x0 and min(ys) <= y1 and max(ys) >= y0
+        x, y = to_utm.transform(lon, lat)
+        holding += x0 <= x <= x1 and y0 <= y <= y1
+    assert holding >= 1  # ... and one of them holds the corner point itself
 
 
 def test_tiny_negative_coordinates_keep_their_tile() -> None:
