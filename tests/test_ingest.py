@@ -21,13 +21,13 @@ import rasterio
 import xarray as xr
 import yaml
 import zarr
+from _support import warped_read
 from distributed import Client, LocalCluster
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import Resampling
 
 from cenlib.classes import worldcover_to_index
 from cenlib.config import RunConfig, parse_config
-from cenlib.grid import Grid, PatchKey
+from cenlib.grid import Grid
 from cenlib.ingest import failure_rows, run_ingest
 from cenlib.stac.search import SearchRequest, search
 from cenlib.store import StoreError, open_group
@@ -53,24 +53,6 @@ def _cfg(tmp: Path, **over: Any) -> RunConfig:
 
 def _href(item: dict[str, Any], key: str) -> str:
     return str(item["assets"][key]["href"])
-
-
-def _warped(href: str, key: PatchKey, resampling: Resampling) -> np.ndarray:
-    """An independent read of the patch window: GDAL's warped VRT onto the patch grid."""
-    g = key.geobox
-    with (
-        rasterio.open(href) as src,
-        WarpedVRT(
-            src,
-            crs=str(g.crs),
-            transform=g.affine,
-            width=g.shape.x,
-            height=g.shape.y,
-            resampling=resampling,
-            nodata=0,
-        ) as vrt,
-    ):
-        return vrt.read(1)
 
 
 def test_scene_choice_mosaic_and_independent_read(
@@ -99,7 +81,7 @@ def test_scene_choice_mosaic_and_independent_read(
         for day, its in days.items():
             scl = np.zeros((256, 256), np.uint8)
             for it in sorted(its, key=lambda i: i["id"]):
-                a = _warped(_href(it, "scl"), key, Resampling.nearest)
+                a = warped_read(_href(it, "scl"), key, Resampling.nearest)
                 scl = np.where(scl == 0, a, scl)
             cloud[day] = np.isin(scl, [3, 8, 9, 10]).mean()
         chosen = str(ds.datetime.values[p])[:10]
@@ -108,7 +90,7 @@ def test_scene_choice_mosaic_and_independent_read(
         # Class fractions and RGB agree with GDAL's warped read within 0.5 percentage points.
         codes = np.zeros((256, 256), np.uint8)
         for it in wc:  # the area straddles two WorldCover tiles too
-            a = _warped(_href(it, "map"), key, Resampling.nearest)
+            a = warped_read(_href(it, "map"), key, Resampling.nearest)
             codes = np.where(codes == 0, a, codes)
         ref_lc = np.bincount(worldcover_to_index(codes).ravel(), minlength=12) / codes.size
         got_lc = np.bincount(ds.land_cover.values[p].ravel(), minlength=12) / codes.size
@@ -116,7 +98,7 @@ def test_scene_choice_mosaic_and_independent_read(
         items = [by_id[i] for i in str(ds.s2_items.values[p]).split(",")]
         if len(items) == 1:
             for b, band in enumerate(("blue", "green", "red")):
-                dn = _warped(_href(items[0], band), key, Resampling.bilinear).astype(float)
+                dn = warped_read(_href(items[0], band), key, Resampling.bilinear).astype(float)
                 ref = dn[dn > 0] * 1e-4 - 0.1
                 got = ds.reflectance.values[p, b][dn > 0]  # decoded by scale_factor
                 assert 0.01 < ref.mean() < 0.3

@@ -11,10 +11,10 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+from _support import warped_read
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from shapely.geometry import Point, box
 from shapely.ops import unary_union
 
@@ -166,19 +166,7 @@ def test_candidates_cover_each_area_once(grid: Grid) -> None:
 
 
 def _full_resolution(key: PatchKey, href: str) -> tuple[float, int]:
-    gb = key.geobox
-    with (
-        rasterio.open(href) as src,
-        WarpedVRT(
-            src,
-            crs=str(key.crs),
-            transform=gb.affine,
-            width=gb.shape.x,
-            height=gb.shape.y,
-            resampling=Resampling.nearest,
-        ) as vrt,
-    ):
-        codes = vrt.read(1)
+    codes = warped_read(href, key, Resampling.nearest)
     counts = np.bincount(worldcover_to_index(codes).ravel(), minlength=12)
     valid = 1 - counts[0] / codes.size
     return float(valid), int(np.argmax(counts[1:]) + 1) if valid else 0

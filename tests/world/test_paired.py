@@ -16,8 +16,8 @@ import pystac
 import pytest
 import rasterio
 import shapely
+from _support import stac_item_validator
 from affine import Affine
-from jsonschema import Draft7Validator
 from pyproj import Transformer
 from pystac_client import Client
 from rasterio.warp import Resampling, reproject, transform_bounds
@@ -78,24 +78,6 @@ def _reflectance(dn: npt.NDArray[Any], item: Json, key: str) -> F64:
     return np.where(dn == 0, np.nan, dn * scale + offset)
 
 
-def _core_validator() -> Draft7Validator:
-    """pystac's bundled STAC 1.1 core item schema, with its local $refs resolved offline."""
-    from referencing import Registry, Resource
-
-    root = Path(pystac.__file__).parent / "validation/jsonschemas"
-    resources = []
-    for p in root.rglob("*.json"):
-        doc = json.loads(p.read_text())
-        res = Resource.from_contents(doc)
-        resources.append((str(doc.get("$id", "")).rstrip("#"), res))
-        if "stac-spec" in p.parts:  # one bundled $id has a typo; register the file name too
-            resources.append(
-                (f"https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/{p.name}", res)
-            )
-    schema = json.loads((root / "stac-spec/v1.1.0/item.json").read_text())
-    return Draft7Validator(schema, registry=Registry().with_resources(resources))
-
-
 def test_same_seed_same_bytes_and_reuse(paired: Path, real_fixtures: Path, tmp_path: Path) -> None:
     again = build_paired(tmp_path / "again", real_fixtures, 0)
     first, second = _digest(paired), _digest(again)
@@ -131,7 +113,7 @@ def test_manifest_names_both_areas(paired: Path) -> None:
 
 
 def test_items_are_valid_and_match_their_files(paired: Path) -> None:
-    validator = _core_validator()
+    validator = stac_item_validator()
     items = _items(paired)
     assert len(items) == 4 + 3
     for path, doc in items:

@@ -13,7 +13,7 @@ import pystac
 import pytest
 import rasterio
 import shapely
-from jsonschema import Draft7Validator
+from _support import stac_item_validator
 from pyproj import Transformer
 from rasterio.warp import transform_bounds
 from rio_cogeo.cogeo import cog_validate
@@ -84,29 +84,10 @@ def test_every_tif_is_a_valid_cog(demo_world: Path) -> None:
             assert ds.overviews(1), f"{t.name} has no overviews"
 
 
-def _core_validator() -> Draft7Validator:
-    """pystac ships the STAC 1.1 core item schema; resolve its local $refs offline."""
-    from referencing import Registry, Resource
-
-    root = Path(pystac.__file__).parent / "validation/jsonschemas"
-    resources = []
-    for p in root.rglob("*.json"):
-        doc = json.loads(p.read_text())
-        res = Resource.from_contents(doc)
-        resources.append((str(doc.get("$id", "")).rstrip("#"), res))
-        if "stac-spec" in p.parts:  # one bundled $id has a typo; register the file name too
-            resources.append(
-                (f"https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/{p.name}", res)
-            )
-    item_schema = json.loads((root / "stac-spec/v1.1.0/item.json").read_text())
-    registry = Registry().with_resources(resources)
-    return Draft7Validator(item_schema, registry=registry)
-
-
 def test_items_are_valid_stac(demo_world: Path) -> None:
     import odc.stac
 
-    validator = _core_validator()
+    validator = stac_item_validator()
     items = _items(demo_world)
     assert items
     for path, doc in items:
