@@ -93,6 +93,34 @@ def _tile_polygon_lonlat(tile: S2Tile) -> Any:
     return shapely.transform(poly, tr.transform, interleaved=False)
 
 
+def write_worldcover_tile(
+    world: Path,
+    name: str,
+    lon0: float,
+    lat0: float,
+    parts: list[tuple[int, int, Any]],
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """One sparse WorldCover v200 tile COG (3 x 3 degrees from lon0/lat0) at its archive path."""
+    path = world / f"data/esa-worldcover/v200/2021/map/ESA_WorldCover_10m_2021_v200_{name}_Map.tif"
+    write_sparse_cog(
+        path,
+        parts,
+        (36000, 36000),
+        "EPSG:4326",
+        Affine(WC_RES, 0, lon0, 0, -WC_RES, lat0 + 3),
+        resampling="nearest",
+        tags={
+            "product_tile": name,
+            "product_version": "V2.0.0",
+            "time_start": "2021-01-01T00:00:00Z",
+            "time_end": "2021-12-31T23:59:59Z",
+            **(tags or {}),
+        },
+    )
+    return path
+
+
 def _write_worldcover(world: Path, areas: list[_AreaData], pc_items: list[I.Json]) -> None:
     by_tile: dict[str, list[_AreaData]] = defaultdict(list)
     for ad in areas:
@@ -109,23 +137,7 @@ def _write_worldcover(world: Path, areas: list[_AreaData], pc_items: list[I.Json
             rows, cols = tile.slices(common)
             sub = np.ascontiguousarray(ad.codes[ad.grid.slices(common)])
             parts.append((rows.start, cols.start, sub))
-        path = (
-            world / f"data/esa-worldcover/v200/2021/map/ESA_WorldCover_10m_2021_v200_{name}_Map.tif"
-        )
-        write_sparse_cog(
-            path,
-            parts,
-            (36000, 36000),
-            "EPSG:4326",
-            Affine(WC_RES, 0, lon0, 0, -WC_RES, lat0 + 3),
-            resampling="nearest",
-            tags={
-                "product_tile": name,
-                "product_version": "V2.0.0",
-                "time_start": "2021-01-01T00:00:00Z",
-                "time_end": "2021-12-31T23:59:59Z",
-            },
-        )
+        path = write_worldcover_tile(world, name, lon0, lat0, parts)
         tile_box = box(lon0, lat0, lon0 + 3, lat0 + 3)
         geom, bbox = _footprint(tile_box, [ad.area for ad in by_tile[name]])
         item_path = (

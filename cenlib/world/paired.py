@@ -46,9 +46,10 @@ from cenlib.world.build import (
     round_geom,
     scene_stats,
     write_json,
+    write_worldcover_tile,
 )
 from cenlib.world.cog import write_sparse_cog
-from cenlib.world.landcover import BARE, BUILT, GRASS, TREE, WATER, WC_RES, AreaGrid, area_seed
+from cenlib.world.landcover import BARE, BUILT, GRASS, TREE, WATER, AreaGrid, area_seed
 from cenlib.world.landcover import texture as lc_texture
 from cenlib.world.presets import Area
 from cenlib.world.tiling import (
@@ -224,24 +225,13 @@ def _derive_worldcover(out: Path, real_s2: list[tuple[Path, Json]]) -> list[Json
         if not codes.any():
             continue
         rows, cols = tile.slices(grid)
-        path = (
-            out / f"data/esa-worldcover/v200/2021/map/ESA_WorldCover_10m_2021_v200_{name}_Map.tif"
-        )
-        write_sparse_cog(
-            path,
+        path = write_worldcover_tile(
+            out,
+            name,
+            lon0,
+            lat0,
             [(rows.start, cols.start, codes)],
-            (36000, 36000),
-            "EPSG:4326",
-            Affine(WC_RES, 0, lon0, 0, -WC_RES, lat0 + 3),
-            resampling="nearest",
-            tags={
-                "product_tile": name,
-                "product_version": "V2.0.0",
-                "time_start": "2021-01-01T00:00:00Z",
-                "time_end": "2021-12-31T23:59:59Z",
-                "source": "derived by cenlib.world.paired from Sentinel-2 L2A "
-                + ", ".join(sources),
-            },
+            {"source": "derived by cenlib.world.paired from Sentinel-2 L2A " + ", ".join(sources)},
         )
         item_path = (
             out
