@@ -10,6 +10,7 @@ tolerates are stored per patch in the store itself, so a killed run loses none o
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -78,6 +79,7 @@ class ShardTask:
     params: IngestParams
 
 
+@functools.cache  # looked up once per process, not per patch
 def signer(kind: str) -> Signer:
     """Signs hrefs just before they are read, so tokens are fresh however long a run takes."""
     if kind == "planetary-computer":

@@ -117,9 +117,10 @@ def read_stack_onto(
     key = (_grid_key(src), _grid_key(dst))
     plan = readers.rois.get(key)
     if plan is None:
-        roi = compute_reproject_roi(src, dst)
-        paste = roi.paste_ok and roi.read_shrink == 1
-        if not paste:
+        # A paste needs the same CRS; only then is the unpadded plan worth working out.
+        roi = compute_reproject_roi(src, dst) if src.crs == dst.crs else None
+        paste = roi is not None and roi.paste_ok and roi.read_shrink == 1
+        if roi is None or not paste:
             roi = compute_reproject_roi(src, dst, padding=2)
         empty = roi_is_empty(roi.roi_dst) or roi_is_empty(roi.roi_src)
         plan = readers.rois[key] = (roi, paste, empty)

@@ -104,6 +104,8 @@ def day_scl(readers: Readers, cand: Candidate, gbox: GeoBox, sign: Signer) -> np
         if a is not None:
             fill = (out == 0) & (a != 0)
             out[fill] = a[fill]
+            if out.all():  # covered: the day's other tiles add nothing (as in reflectance())
+                break
     return out
 
 
