@@ -131,14 +131,14 @@ def stac_search(
     )
 
 
-def _run(config: Path, stages: tuple[str, ...]) -> None:
+def _run(config: Path, stages: tuple[str, ...], max_cost: float | None = None) -> None:
     from cenlib.grid import GridError
     from cenlib.job import JobError, failed, run_job
     from cenlib.plan import PlanError
     from cenlib.store import StoreError
 
     try:
-        summary = run_job(_load(config), stages=stages)
+        summary = run_job(_load(config), stages=stages, max_cost=max_cost)
     except (JobError, StoreError, PlanError, GridError, FileNotFoundError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
@@ -149,7 +149,7 @@ def _run(config: Path, stages: tuple[str, ...]) -> None:
 @app.command("run")
 def run(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
     """Run the dataset job: every stage that exists so far, on a Dask cluster."""
-    _run(config, ("plan", "ingest", "analyze", "prompt"))
+    _run(config, ("plan", "ingest", "analyze", "prompt", "caption"))
 
 
 @app.command("plan")
@@ -168,6 +168,30 @@ def ingest(config: Annotated[Path, typer.Argument(help="YAML run configuration")
 def analyze(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
     """Land-cover counts per region and layout descriptors -> <output>/analysis.parquet."""
     _run(config, ("analyze",))
+
+
+@app.command("caption")
+def caption(
+    config: Annotated[Path, typer.Argument(help="YAML run configuration")],
+    estimate: Annotated[
+        bool, typer.Option("--estimate", help="count tokens; print cost and time; send nothing")
+    ] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(help="USD budget for the run directory (overrides caption.max_cost)"),
+    ] = None,
+) -> None:
+    """Caption every prompt through the endpoint pool (resumes; never pays twice for a key)."""
+    if estimate:
+        from cenlib.caption_estimate import print_estimate
+
+        try:
+            print_estimate(_load(config))
+        except FileNotFoundError as e:
+            err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        return
+    _run(config, ("caption",), max_cost)
 
 
 @app.command("prompt")

@@ -228,13 +228,28 @@ class PromptConfig(_Record):
 
 
 class EndpointConfig(_Record):
-    """An OpenAI-compatible endpoint. The key is read from the environment variable named here."""
+    """One endpoint of the caption pool.
 
-    base_url: str
-    model: str
+    ``kind`` says what answers: ``openai`` (any OpenAI-compatible Chat Completions server at
+    ``base_url``: OpenAI, vLLM, Ollama, llama.cpp, LiteLLM), ``rules`` (the built-in seeded
+    captioner, no network) or ``smollm2`` (a real local LLM the job starts on loopback; needs
+    ``make smollm2``). The key is read on the worker from the environment variable named in
+    ``api_key_env``, never from this file. Limits hold for the whole cluster; concurrency is per
+    worker process. Prices are per million tokens, in USD.
+    """
+
+    name: str | None = None  # how reports and dead letters name it; default: kind/model@host
+    kind: Literal["openai", "rules", "smollm2"] = "openai"
+    base_url: str | None = None
+    model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    weight: float = Field(1.0, gt=0)
     max_concurrency: int = Field(4, ge=1, le=512)
-    requests_per_minute: float = Field(60.0, gt=0)
+    requests_per_minute: int | None = Field(60, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    price_in: float = Field(0.0, ge=0)  # USD per 1M prompt tokens
+    price_out: float = Field(0.0, ge=0)  # USD per 1M completion tokens
+    timeout_s: float = Field(60.0, gt=0)
 
     @field_validator("api_key_env")
     @classmethod
@@ -246,9 +261,64 @@ class EndpointConfig(_Record):
             )
         return v
 
+    @model_validator(mode="after")
+    def _complete(self) -> EndpointConfig:
+        if self.kind == "openai" and (not self.base_url or not self.model):
+            raise ValueError(
+                "an endpoint of kind 'openai' needs base_url (e.g. https://api.openai.com/v1) "
+                "and model (e.g. gpt-3.5-turbo)"
+            )
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The model asked for (the request key depends on it)."""
+        return self.model or {"rules": "cen-rules@1", "smollm2": "smollm2"}.get(self.kind, "")
+
+    @property
+    def label(self) -> str:
+        """The endpoint's name in reports, dead letters and the rate limiter."""
+        if self.name:
+            return self.name
+        if self.kind != "openai" or not self.base_url:
+            return f"{self.kind}/{self.model_name}"
+        host = re.sub(r"^[a-z]+://", "", self.base_url).split("/")[0]
+        return f"{self.model_name}@{host}"
+
 
 class CaptionConfig(_Record):
-    endpoints: tuple[EndpointConfig, ...] = ()
+    """The caption stage: a pool of endpoints and how requests are sent to it."""
+
+    endpoints: tuple[EndpointConfig, ...] = (EndpointConfig(kind="rules"),)
+    mode: Literal["online", "batch-api"] = "online"
+    batch_size: int = Field(64, ge=1, le=100_000)  # requests per Dask task
+    max_attempts: int = Field(5, ge=1, le=100)
+    backoff_s: float = Field(0.5, gt=0)  # first backoff; doubles per attempt, with full jitter
+    backoff_max_s: float = Field(30.0, gt=0)
+    breaker_failures: int = Field(5, ge=1)  # consecutive failures that open an endpoint's circuit
+    breaker_cooldown_s: float = Field(10.0, gt=0)  # before a half-open probe
+    max_cost: float | None = Field(None, ge=0)  # USD for the whole run directory; None: no budget
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(400, ge=1)
+    expected_tokens_out: int | None = Field(None, ge=1)  # for --estimate; default max_tokens / 2
+    poll_s: float = Field(30.0, gt=0)  # batch-api mode: seconds between status polls
+    rate_window_s: float = Field(60.0, gt=0)  # the sliding window the per-minute limits hold in
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique(cls, v: tuple[EndpointConfig, ...]) -> tuple[EndpointConfig, ...]:
+        if not v:
+            raise ValueError("give at least one endpoint (kind: rules needs nothing else)")
+        labels = [e.label for e in v]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"endpoint names must be unique; give `name:` to tell {dup} apart")
+        return v
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """What changes an answer, so it is part of every request key."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
 class ClusterConfig(_Record):

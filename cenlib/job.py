@@ -15,12 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from cenlib.analysis import analyze_store
+from cenlib.captioning import CaptionError, run_captions
 from cenlib.cluster import make_client
-from cenlib.config import RunConfig
+from cenlib.config import CaptionConfig, RunConfig
 from cenlib.ingest import failure_rows, run_ingest, store_url
 from cenlib.plan import grid_for, keys_from_plan, make_plan, read_plan, write_plan
 from cenlib.preview import contact_sheet
@@ -83,7 +91,7 @@ def source_urls(cfg: RunConfig, console: Console) -> Iterator[tuple[dict[str, st
         yield urls, aois
 
 
-STAGES = ("plan", "ingest", "analyze", "prompt")
+STAGES = ("plan", "ingest", "analyze", "prompt", "caption")
 
 
 class JobError(RuntimeError):
@@ -163,8 +171,72 @@ def _ingest(
     return search, ingest
 
 
+@contextlib.contextmanager
+def caption_endpoints(cfg: RunConfig, console: Console) -> Iterator[CaptionConfig]:
+    """The caption config with every ``smollm2`` endpoint served on loopback while in use."""
+    eps = list(cfg.caption.endpoints)
+    with contextlib.ExitStack() as stack:
+        for i, e in enumerate(eps):
+            if e.kind == "smollm2" and not e.base_url:
+                from cenlib.captions.smollm2 import serve_smollm2
+
+                with console.status("caption: starting the local SmolLM2 server"):
+                    local = stack.enter_context(
+                        serve_smollm2(log_path=cfg.output / "smollm2-server.log")
+                    )
+                eps[i] = e.model_copy(update={"base_url": local.base_url, "model": local.model})
+                console.print(f"caption: SmolLM2 serving at {local.base_url}")
+        yield cfg.caption.model_copy(update={"endpoints": tuple(eps)})
+
+
+def _caption(
+    cfg: RunConfig, client: Any, console: Console, max_cost: float | None
+) -> dict[str, Any]:
+    with (
+        caption_endpoints(cfg, console) as caption,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[spend]}"),
+            console=console,
+        ) as bar,
+    ):
+        task = bar.add_task("caption", total=None, rate="", spend="")
+        t0 = [time.perf_counter()]
+
+        def start(todo: int, done: int) -> None:
+            bar.update(task, total=todo, completed=0)
+            t0[0] = time.perf_counter()
+
+        def update(p: dict[str, float]) -> None:
+            n = int(p.get("answered", 0) + p.get("dead", 0) + p.get("skipped", 0))
+            rate = p.get("answered", 0) / max(time.perf_counter() - t0[0], 1e-9)
+            bar.update(
+                task,
+                completed=n,
+                rate=f"{rate:.1f} req/s",
+                spend=f"${p.get('cost', 0.0):.4f} dead {int(p.get('dead', 0))}",
+            )
+
+        try:
+            return run_captions(
+                caption, cfg.output, client, max_cost=max_cost, on_start=start, on_update=update
+            )
+        except CaptionError as e:
+            raise JobError(str(e)) from None
+
+
 def run_job(
-    cfg: RunConfig, console: Console | None = None, stages: tuple[str, ...] = STAGES
+    cfg: RunConfig,
+    console: Console | None = None,
+    stages: tuple[str, ...] = STAGES,
+    *,
+    max_cost: float | None = None,
 ) -> dict[str, Any]:
     """Run the job described by `cfg`; return the run summary (also written to summary.json)."""
     console = console or Console()
@@ -201,6 +273,8 @@ def run_job(
         if "prompt" in stages:
             with console.status(f"prompt: {cfg.prompt.style} messages"):
                 summary["prompt"] = run_prompts(cfg, store_url(cfg), client)
+        if "caption" in stages:
+            summary["caption"] = _caption(cfg, client, console, max_cost)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print_summary(out, summary, console)
@@ -240,11 +314,20 @@ def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
     if "prompt" in summary:
         p = summary["prompt"]
         console.print(f"prompt: {p['prompts']} prompts ({p['style']}) -> {p['file']}")
+    if "caption" in summary:
+        c = summary["caption"]
+        console.print(
+            f"caption: {c['captioned']} of {c['prompts']} patches captioned "
+            f"({c['answered_this_run']} answered now, {c['already_answered']} before); "
+            f"{c['dead_letters']} dead letters, {c['skipped']} left by the budget; "
+            f"spent ${c['cost_this_run']:.4f} now, ${c['cost_total']:.4f} in all -> "
+            f"{c['files']['captions']}"
+        )
     table = Table(title=f"run directory {out}")
     table.add_column("file")
     table.add_column("bytes", justify="right")
     for p in sorted(out.rglob("*")):
         rel = str(p.relative_to(out))
-        if p.is_file() and ".zarr" not in rel and not rel.startswith("prompts/"):
+        if p.is_file() and ".zarr" not in rel and not rel.startswith(("prompts/", "responses/")):
             table.add_row(str(p.relative_to(out)), f"{p.stat().st_size:,}")
     console.print(table)

@@ -1,0 +1,444 @@
+"""The caption stage: every prompt of ``prompts.jsonl`` answered once, by a pool of endpoints.
+
+``run_captions`` reads the prompts, drops those whose request key is already answered (in
+``<run>/responses/``: a resumed run pays for nothing twice), sends identical requests once, and
+maps batches of ``caption.batch_size`` requests to Dask tasks (``caption-NNNNN-token``, in
+``span("caption")``). Each task answers its batch with asyncio through a
+:class:`~cenlib.captions.pool.Pool`, under the cluster-wide rate limiter and budget, and appends
+each answer to its own fsync'd shard as it arrives. Tasks report progress as Dask events (topic
+``cen-caption``), which drive the progress bar (rate, ETA, spend). At the end the shards are
+merged and the run directory gets:
+
+- ``responses.jsonl``: one line per answered request (the accounting of every answer);
+- ``captions.jsonl``: one line per patch: ``patch_id``, ``style``, ``key``, ``endpoint``,
+  ``model``, ``caption`` (patches with identical prompts share one answer);
+- ``dead_letters.jsonl``: what still failed (patch id, endpoint, error, attempts);
+- ``caption_report.json``: per endpoint and per run: requests, answers, tokens, cost,
+  latency percentiles, faults by kind; budget; skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from dask.base import tokenize
+from distributed import Client, as_completed, span
+
+from cenlib.captions import costs
+from cenlib.captions.budget import Budget, ClusterBudget
+from cenlib.captions.limiter import ClusterRateLimiter, Limits, RateLimiter
+from cenlib.captions.pool import Outcome, Pool, Request
+from cenlib.captions.responses import (
+    SHARD_PREFIX,
+    SUFFIX,
+    DeadLetterWriter,
+    ShardWriter,
+    done_keys,
+    merge,
+    outstanding_dead_letters,
+    read_responses,
+    request_key,
+)
+from cenlib.config import CaptionConfig
+from cenlib.prompting import PROMPTS
+
+RESPONSES_DIR = "responses"
+MERGED = "responses.jsonl"
+CAPTIONS = "captions.jsonl"
+DEAD = "dead_letters.jsonl"
+REPORT = "caption_report.json"
+TOPIC = "cen-caption"
+EVENT_EVERY_S = 0.25
+
+
+class CaptionError(RuntimeError):
+    """The caption stage cannot start; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    patch_id: str
+    style: str
+    seed: int
+    messages: list[dict[str, Any]]
+
+
+def read_prompts(path: Path) -> Iterator[Prompt]:
+    if not path.is_file():
+        raise CaptionError(f"no prompts at {path}; run `cen prompt CONFIG` first")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                rec = json.loads(line)
+                yield Prompt(rec["patch_id"], rec["style"], int(rec["seed"]), rec["messages"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise CaptionError(
+                    f"{path}:{n} is not a prompt line ({e}); rebuild it with `cen prompt CONFIG`"
+                ) from None
+
+
+@dataclass(frozen=True)
+class CaptionTask:
+    index: int
+    requests: tuple[Request, ...]
+    caption: CaptionConfig
+    responses_dir: str
+    writer_id: str
+    seed: int
+
+
+def _count(req: Request) -> Request:
+    if req.tokens_in:
+        return req
+    return Request(req.patch_ids, req.messages, req.seed, costs.message_tokens(req.messages))
+
+
+async def _answer_batch(
+    task: CaptionTask,
+    limiter: RateLimiter | None,
+    budget: Budget | None,
+    emit: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    needs_tokens = budget is not None or any(e.tokens_per_minute for e in task.caption.endpoints)
+    pool = Pool(task.caption, limiter=limiter, budget=budget, seed=task.seed)
+    delta: Counter[str] = Counter()
+    spent = [0.0]
+    last = [time.monotonic()]
+
+    def flush(force: bool = False) -> None:
+        if delta and (force or time.monotonic() - last[0] >= EVENT_EVERY_S):
+            emit({"task": task.index, **delta, "cost": spent[0]})
+            delta.clear()
+            spent[0] = 0.0
+            last[0] = time.monotonic()
+
+    limit = asyncio.Semaphore(sum(e.max_concurrency for e in task.caption.endpoints))
+    # A task run again (its worker died) skips what its own shard already holds.
+    own = Path(task.responses_dir) / f"{SHARD_PREFIX}{task.writer_id}{SUFFIX}"
+    mine = {r.key for r in read_responses(own)} if own.is_file() else set()
+    todo = [r for r in task.requests if not mine & set(pool.keys(r.messages).values())]
+    with (
+        ShardWriter(task.responses_dir, task.writer_id) as shard,
+        DeadLetterWriter(task.responses_dir, task.writer_id) as dead,
+    ):
+
+        async def one(req: Request) -> Outcome:
+            async with limit:
+                out = await pool.run(_count(req) if needs_tokens else req)
+            if out.response is not None:
+                shard.append(out.response)
+                delta["answered"] += 1
+                spent[0] += out.response.cost or 0.0
+            elif out.dead is not None:
+                dead.append(out.dead)
+                delta["dead"] += 1
+            else:
+                delta["skipped"] += 1
+            flush()
+            return out
+
+        try:
+            outcomes = await asyncio.gather(*(one(r) for r in todo))
+        finally:
+            await pool.aclose()
+            flush(force=True)
+    stats = {
+        name: {
+            "requests": s.requests,
+            "answered": s.answered,
+            "tokens_in": s.tokens_in,
+            "tokens_out": s.tokens_out,
+            "cost": s.cost,
+            "latency_s": s.latency_s,
+            "faults": dict(s.faults),
+        }
+        for name, s in pool.stats.items()
+    }
+    skipped = [o.skipped for o in outcomes if o.skipped]
+    return {
+        "index": task.index,
+        "endpoints": stats,
+        "skipped": len(skipped),
+        "skip_reason": skipped[0] if skipped else None,
+    }
+
+
+def caption_batch(
+    task: CaptionTask, limiter: RateLimiter | None, budget: Budget | None
+) -> dict[str, Any]:
+    """Runs on a worker: answer one batch of requests, appending answers as they arrive."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+
+        def emit(msg: dict[str, Any]) -> None:
+            worker.log_event(TOPIC, msg)
+    except ValueError:  # not on a worker (called directly)
+
+        def emit(msg: dict[str, Any]) -> None:
+            return None
+
+    return asyncio.run(_answer_batch(task, limiter, budget, emit))
+
+
+# ---- the stage ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What a run will send: unique requests not yet answered, and what is already done."""
+
+    prompts: list[Prompt]
+    requests: list[Request]  # unique and unanswered
+    answered: int  # prompts whose request is already answered
+    duplicates: int  # prompts that share a request with an earlier prompt
+
+
+def plan_requests(prompts: list[Prompt], caption: CaptionConfig, responses_dir: Path) -> Plan:
+    done = done_keys(responses_dir) if responses_dir.is_dir() else set()
+    models = sorted({e.model_name for e in caption.endpoints})
+    params = caption.params
+    seen: set[str] = set()
+    requests, answered, duplicates = [], 0, 0
+    for p in prompts:
+        keys = [request_key(m, p.messages, params) for m in models]
+        if any(k in done for k in keys):
+            answered += 1
+            continue
+        if keys[0] in seen:
+            duplicates += 1
+            continue
+        seen.add(keys[0])
+        requests.append(Request((p.patch_id,), p.messages, p.seed, 0))
+    return Plan(prompts, requests, answered, duplicates)
+
+
+def check_keys(caption: CaptionConfig) -> None:
+    """Fail before sending if an endpoint's key variable is unset (names the variable only)."""
+    for e in caption.endpoints:
+        if e.kind == "openai" and not os.environ.get(e.api_key_env):
+            raise CaptionError(
+                f"endpoint {e.label}: environment variable {e.api_key_env} is not set; export "
+                "the key there (any value for a local server that needs no key), or change "
+                "caption.endpoints[].api_key_env"
+            )
+
+
+def limits_of(caption: CaptionConfig) -> dict[str, Limits]:
+    """Each endpoint's per-minute limits, scaled to ``caption.rate_window_s`` (60 by default)."""
+    w = caption.rate_window_s
+
+    def scaled(per_minute: int | None) -> int | None:
+        return None if per_minute is None else max(1, int(per_minute * w / 60.0))
+
+    return {
+        e.label: Limits(scaled(e.requests_per_minute), scaled(e.tokens_per_minute), window=w)
+        for e in caption.endpoints
+        if e.kind != "rules" and (e.requests_per_minute or e.tokens_per_minute)
+    }
+
+
+def spent_so_far(responses_dir: Path) -> float:
+    if not responses_dir.is_dir():
+        return 0.0
+    return float(sum(r.cost or 0.0 for r in read_responses(responses_dir)))
+
+
+class Progress:
+    """Answers, dead letters and spend as events arrive (thread-safe)."""
+
+    def __init__(self, on_update: Callable[[dict[str, float]], None] | None) -> None:
+        self.totals: Counter[str] = Counter()
+        self.cost = 0.0
+        self._lock = threading.Lock()
+        self.on_update = on_update
+
+    def __call__(self, event: Any) -> None:
+        _, msg = event
+        with self._lock:
+            for k in ("answered", "dead", "skipped"):
+                self.totals[k] += int(msg.get(k, 0))
+            self.cost += float(msg.get("cost", 0.0))
+            snapshot = {**self.totals, "cost": self.cost}
+        if self.on_update is not None:
+            self.on_update(snapshot)
+
+
+def run_captions(
+    caption: CaptionConfig,
+    out: Path,
+    client: Client,
+    *,
+    max_cost: float | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_update: Callable[[dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Answer every prompt of ``out/prompts.jsonl``; returns the stage summary."""
+    t0 = time.perf_counter()
+    check_keys(caption)
+    responses_dir = out / RESPONSES_DIR
+    responses_dir.mkdir(parents=True, exist_ok=True)
+    prompts = list(read_prompts(out / PROMPTS))
+    plan = plan_requests(prompts, caption, responses_dir)
+    budget_limit = max_cost if max_cost is not None else caption.max_cost
+    token = tokenize(caption.model_dump(mode="json"), len(prompts), time.time_ns())[:8]
+    batches = [
+        plan.requests[i : i + caption.batch_size]
+        for i in range(0, len(plan.requests), caption.batch_size)
+    ]
+    tasks = [
+        CaptionTask(i, tuple(b), caption, str(responses_dir), f"caption-{token}-{i:05d}", i)
+        for i, b in enumerate(batches)
+    ]
+    if on_start is not None:
+        on_start(len(plan.requests), plan.answered)
+    limits = limits_of(caption)
+    limiter = ClusterRateLimiter.start(client, limits) if limits and tasks else None
+    budget = (
+        ClusterBudget.start(client, budget_limit, spent_so_far(responses_dir))
+        if budget_limit is not None and tasks
+        else None
+    )
+    progress = Progress(on_update)
+    results: list[dict[str, Any]] = []
+    client.subscribe_topic(TOPIC, progress)  # type: ignore[no-untyped-call]
+    try:
+        with span("caption"):
+            futures = [
+                client.submit(
+                    caption_batch,
+                    t,
+                    limiter,
+                    budget,
+                    key=f"caption-{t.index:05d}-{token}",
+                    pure=False,
+                )
+                for t in tasks
+            ]
+            for fut in as_completed(futures):  # type: ignore[no-untyped-call]
+                results.append(fut.result())
+    finally:
+        client.unsubscribe_topic(TOPIC)  # type: ignore[no-untyped-call]
+        if limiter is not None:
+            limiter.close()
+        if budget is not None:
+            budget.close()
+    report = write_outputs(caption, out, plan, results, budget_limit)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return report
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    a = np.asarray(values)
+    return {
+        "p50": round(float(np.percentile(a, 50)), 4),
+        "p95": round(float(np.percentile(a, 95)), 4),
+        "max": round(float(a.max()), 4),
+    }
+
+
+def write_outputs(
+    caption: CaptionConfig,
+    out: Path,
+    plan: Plan,
+    results: list[dict[str, Any]],
+    budget_limit: float | None,
+) -> dict[str, Any]:
+    responses_dir = out / RESPONSES_DIR
+    order = [p.patch_id for p in plan.prompts]
+    merged = merge(responses_dir, out / MERGED, order=order)
+    by_key = {r.key: r for r in read_responses(out / MERGED)}
+    models = sorted({e.model_name for e in caption.endpoints})
+    params = caption.params
+    captioned = 0
+    missing: list[str] = []
+    tmp = out / f".{CAPTIONS}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for p in plan.prompts:
+            hit = None
+            for m in models:
+                hit = by_key.get(request_key(m, p.messages, params))
+                if hit is not None:
+                    break
+            if hit is None:
+                missing.append(p.patch_id)
+                continue
+            captioned += 1
+            rec = {
+                "patch_id": p.patch_id,
+                "style": p.style,
+                "key": hit.key,
+                "endpoint": hit.endpoint,
+                "model": hit.model,
+                "caption": hit.content,
+            }
+            f.write(json.dumps(rec) + "\n")
+    os.replace(tmp, out / CAPTIONS)
+    letters = outstanding_dead_letters(responses_dir)
+    with open(out / DEAD, "w", encoding="utf-8") as f:
+        for d in letters:
+            f.write(json.dumps(d.to_dict()) + "\n")
+    per_ep: dict[str, dict[str, Any]] = {}
+    for e in caption.endpoints:
+        rows = [r["endpoints"][e.label] for r in results if e.label in r["endpoints"]]
+        faults: Counter[str] = Counter()
+        lat: list[float] = []
+        for row in rows:
+            faults.update(row["faults"])
+            lat.extend(row["latency_s"])
+        per_ep[e.label] = {
+            "model": e.model_name,
+            "kind": e.kind,
+            "requests": sum(r["requests"] for r in rows),
+            "answered": sum(r["answered"] for r in rows),
+            "tokens_in": sum(r["tokens_in"] for r in rows),
+            "tokens_out": sum(r["tokens_out"] for r in rows),
+            "cost": round(sum(r["cost"] for r in rows), 6),
+            "latency_s": _percentiles(lat),
+            "faults": dict(faults),
+        }
+    all_resp = list(read_responses(out / MERGED))
+    skipped = sum(r["skipped"] for r in results)
+    reasons = [r["skip_reason"] for r in results if r["skip_reason"]]
+    return {
+        "prompts": len(plan.prompts),
+        "captioned": captioned,
+        "sent_this_run": sum(v["requests"] for v in per_ep.values()),
+        "answered_this_run": sum(v["answered"] for v in per_ep.values()),
+        "already_answered": plan.answered,
+        "duplicates_sent_once": plan.duplicates,
+        "dead_letters": len(letters),
+        "skipped": skipped,
+        "skip_reason": reasons[0] if reasons else None,
+        "missing": len(missing),
+        "cost_this_run": round(sum(v["cost"] for v in per_ep.values()), 6),
+        "cost_total": round(sum(r.cost or 0.0 for r in all_resp), 6),
+        "tokens_in_total": sum(r.tokens_in or 0 for r in all_resp),
+        "tokens_out_total": sum(r.tokens_out or 0 for r in all_resp),
+        "max_cost": budget_limit,
+        "endpoints": per_ep,
+        "merge": {
+            "shards": merged.shards,
+            "duplicates": len(merged.duplicates),
+            "bad_lines": len(merged.bad),
+        },
+        "files": {
+            "captions": str(out / CAPTIONS),
+            "responses": str(out / MERGED),
+            "dead_letters": str(out / DEAD),
+        },
+    }
