@@ -19,6 +19,11 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# The caption tests' API key: a canary (no such key exists anywhere), set before the session's
+# cluster starts so that its worker processes inherit it; tests grep every output for it.
+CANARY_KEY = "sk-cen-canary-7d3f9a1e5b"
+os.environ["CEN_TEST_API_KEY"] = CANARY_KEY
+
 REPO = Path(__file__).resolve().parents[1]
 # A copy of the workplace's shared/fixtures/real (read-only there), kept in the repository so
 # that a clone anywhere can run the tests. Its README says where each file comes from.
