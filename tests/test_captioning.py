@@ -7,10 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from distributed import Client
-
-from cenlib.captioning import run_captions
-from cenlib.captions.responses import read_responses
 from caption_support import (
     body_key,
     caption_config,
@@ -19,7 +15,11 @@ from caption_support import (
     write_prompts,
 )
 from conftest import CANARY_KEY
+from distributed import Client
 from openai_server import FakeOpenAI, random_faults
+
+from cenlib.captioning import run_captions
+from cenlib.captions.responses import read_responses
 
 
 def _every_byte(out: Path) -> bytes:
