@@ -238,12 +238,17 @@ def check_keys(caption: CaptionConfig) -> None:
 def limits_of(caption: CaptionConfig) -> dict[str, Limits]:
     """Each endpoint's per-minute limits, scaled to ``caption.rate_window_s`` (60 by default)."""
     w = caption.rate_window_s
+    # The margin absorbs the spread between a booked send time and the arrival at the server
+    # (a new task's first request opens a connection): 1 s a minute, never under 0.15 s.
+    margin = max(w / 60.0, 0.15)
 
     def scaled(per_minute: int | None) -> int | None:
         return None if per_minute is None else max(1, int(per_minute * w / 60.0))
 
     return {
-        e.label: Limits(scaled(e.requests_per_minute), scaled(e.tokens_per_minute), window=w)
+        e.label: Limits(
+            scaled(e.requests_per_minute), scaled(e.tokens_per_minute), window=w, margin=margin
+        )
         for e in caption.endpoints
         if e.kind != "rules" and (e.requests_per_minute or e.tokens_per_minute)
     }

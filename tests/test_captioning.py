@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +24,7 @@ from distributed import Client
 from openai_server import FakeOpenAI, random_faults
 
 from cenlib.captioning import run_captions
-from cenlib.captions.responses import read_responses
+from cenlib.captions.responses import done_keys, read_responses
 
 
 def _every_byte(out: Path) -> bytes:
@@ -136,3 +141,133 @@ def test_endpoint_without_key_is_named(tmp_path: Path, dask_client: Client) -> N
     cfg = caption_config(endpoint("http://127.0.0.1:9/v1", api_key_env="CEN_NO_SUCH_KEY_VAR"))
     with pytest.raises(CaptionError, match="CEN_NO_SUCH_KEY_VAR"):
         run_captions(cfg, tmp_path, dask_client)
+
+
+def test_rate_limit_holds_for_the_cluster(tmp_path: Path, dask_client: Client) -> None:
+    """2 worker processes, R requests per window: the server sees at most R in any window and
+    at least 0.95 R in every full window while work is queued."""
+    window, r = 6.0, 60
+    write_prompts(tmp_path, 200)
+    with FakeOpenAI(api_key=CANARY_KEY) as fake:
+        ep = endpoint(fake.base_url, requests_per_minute=int(r * 60 / window), max_concurrency=8)
+        cfg = caption_config(ep, rate_window_s=window, batch_size=20)
+        report = run_captions(cfg, tmp_path, dask_client)
+        times = sorted(q.t for q in fake.requests)
+    assert report["captioned"] == 200
+    assert len(dask_client.scheduler_info()["workers"]) == 2
+    assert fake.max_in_window(window) <= r
+    # Every window that starts after the first and ends before the last arrival is busy.
+    counts = [
+        sum(1 for t in times if t0 <= t < t0 + window)
+        for t0 in times
+        if t0 + window <= times[-1] and t0 >= times[0] + window / 2
+    ]
+    assert counts and min(counts) >= 0.95 * r, (min(counts), max(counts))
+
+
+def _run_config(tmp_path: Path, caption: dict) -> Path:
+    import yaml
+
+    cfg = {
+        "name": "captions",
+        "output": str(tmp_path / "run"),
+        "caption": caption,
+        "cluster": {"kind": "local", "n_workers": 2, "threads_per_worker": 1},
+    }
+    path = tmp_path / "caption.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cen(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "cen"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True,  # so the kill takes the cluster's worker processes too
+    )
+
+
+def test_sigkill_then_resume_pays_for_no_answered_key(tmp_path: Path) -> None:
+    write_prompts(tmp_path / "run", 150)
+    with FakeOpenAI(api_key=CANARY_KEY, latency=0.05) as fake:
+        caption = {
+            "endpoints": [
+                {
+                    "base_url": fake.base_url,
+                    "model": "fake-model",
+                    "api_key_env": "CEN_TEST_API_KEY",
+                    "max_concurrency": 2,
+                    "requests_per_minute": None,
+                }
+            ],
+            "batch_size": 10,
+        }
+        path = _run_config(tmp_path, caption)
+        proc = _cen("caption", str(path))
+        shards = tmp_path / "run" / "responses"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if shards.is_dir() and len(done_keys(shards)) >= 40:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        saved = done_keys(shards)
+        n_first = len(fake.requests)
+        assert 40 <= len(saved) < 150
+        resumed = _cen("caption", str(path))
+        out, _ = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, out
+        second = fake.requests[n_first:]
+    sent_again = {body_key(q.body) for q in second if q.body}
+    assert not sent_again & saved  # nothing already answered was asked again
+    caps = read_jsonl(tmp_path / "run" / "captions.jsonl")
+    assert len(caps) == 150 == len({c["patch_id"] for c in caps})
+    report = json.loads((tmp_path / "run" / "caption_report.json").read_text())
+    assert report["already_answered"] == len(saved)
+    assert CANARY_KEY not in out
+    assert CANARY_KEY.encode() not in _every_byte(tmp_path / "run")
+
+
+def test_budget_stops_cleanly_and_a_larger_one_finishes(
+    tmp_path: Path, dask_client: Client
+) -> None:
+    write_prompts(tmp_path, 80)
+    with FakeOpenAI(api_key=CANARY_KEY) as fake:
+        # The fake server reports usage; price it so that ~30 answers fit in the budget.
+        ep = endpoint(fake.base_url, price_in=1000.0, price_out=1000.0)
+        cfg = caption_config(ep, max_tokens=50, batch_size=20)
+        one = _one_cost(fake, ep, tmp_path)
+        budget = 30 * one
+        first = run_captions(cfg, tmp_path, dask_client, max_cost=budget)
+        assert first["skipped"] > 0 and "max_cost" in first["skip_reason"]
+        assert first["cost_total"] <= budget + 1e-9
+        assert 0 < first["captioned"] < 80
+        second = run_captions(cfg, tmp_path, dask_client, max_cost=1e9)
+    assert second["captioned"] == 80 and second["skipped"] == 0
+    assert second["already_answered"] == first["captioned"]
+
+
+def _one_cost(fake: FakeOpenAI, ep, tmp_path: Path) -> float:
+    """The worst cost the budget reserves for one of these prompts (prompt + max_tokens)."""
+    from cenlib.captioning import read_prompts
+    from cenlib.captions import costs
+
+    prompts = list(read_prompts(tmp_path / "prompts.jsonl"))
+    return max(costs.worst_cost(ep, costs.message_tokens(p.messages), 50) for p in prompts)
+
+
+def test_4v_prompts_send_their_maps_as_png_parts(tmp_path: Path, dask_client: Client) -> None:
+    write_prompts(tmp_path, 6, style="chatearthnet-4v")
+    with FakeOpenAI(api_key=CANARY_KEY) as fake:
+        report = run_captions(caption_config(endpoint(fake.base_url)), tmp_path, dask_client)
+        bodies = [q.body for q in fake.requests if q.body]
+    assert report["captioned"] == 6
+    for body in bodies:
+        parts = body["messages"][-1]["content"]
+        urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+        assert urls and all(u.startswith("data:image/png;base64,") for u in urls)
