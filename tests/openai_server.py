@@ -10,7 +10,8 @@ that it can also run in its own process (``python tests/openai_server.py --help`
         assert max(fake.answered_per_hash().values()) == 1
 
 Serves ``POST /v1/chat/completions``, ``GET /v1/models`` and, for a server in another process,
-``GET /_fake/log`` (the request log as JSON; ``?bodies=1`` adds the request bodies).
+``GET /_fake/log`` (the request log as JSON; ``?bodies=1`` adds the request bodies). It also serves
+the Files and Batches APIs of the OpenAI Batch API (see "Batch API" below).
 
 Fault kinds (see ``FAULTS``), decided per chat request by the ``faults`` schedule:
 
@@ -35,6 +36,40 @@ fault, status and whether a successful answer was sent (``answered``). A request
 only when a 200 with a non-empty completion was written to a client still connected, which is
 what a provider bills for. Status and answer are recorded just before the bytes leave (and undone
 if sending fails), so a client that has seen a response always finds it in the log.
+
+Batch API
+    ``POST /v1/files`` (multipart: ``purpose``, ``file``), ``GET /v1/files`` (``purpose``,
+    ``order``, ``limit``, ``after``), ``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``,
+    ``DELETE /v1/files/{id}``; ``POST /v1/batches``, ``GET /v1/batches`` (``limit``, ``after``;
+    newest first), ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``; and, for a server
+    in another process, ``GET /_fake/batches`` (files, batches and executed lines as JSON).
+
+    A batch moves one status per ``polls_per_step`` retrieves (``GET /v1/batches/{id}``; listing
+    does not move it): ``validating`` -> ``in_progress`` (or ``failed`` with ``errors`` when the
+    input file is invalid) -> ``finalizing`` -> ``completed``. The input file is validated as the
+    real API does: each line ``{"custom_id", "method": "POST", "url": <the batch's endpoint>,
+    "body": {"model", ...}}``, unique custom ids, one model a file, at most ``batch_max_requests``
+    lines (50,000) and ``batch_max_bytes`` bytes (200 MB). Lines run through the chat
+    ``responder`` when the batch leaves ``in_progress``; answered lines go to the output file
+    (``{"id", "custom_id", "response": {"status_code": 200, "request_id", "body":
+    <chat.completion>}, "error": null}``), failed ones to the error file.
+
+    ``line_faults`` decides each line's fate (``LINE_FAULTS``): a mapping ``custom_id -> kind``
+    (every time that line runs) or ``fn(custom_id, body, seen) -> kind`` where ``seen`` counts
+    earlier runs of that custom id on this server (``random_line_faults``). ``500``, ``429`` and
+    ``400`` give an error-file line with that ``response.status_code``; ``error`` one with
+    ``"response": null, "error": {"code": "server_error", ...}``; ``empty_choices`` and
+    ``malformed`` (a body without ``choices``) are 200s in the output file.
+
+    ``batch_faults`` decides each batch's fate (``BATCH_FAULTS``), by creation order (a list) or
+    ``fn(n, batch) -> kind``: ``ok``; ``fail`` (fails validation with ``token_limit_exceeded``);
+    ``expire`` (runs the first ``expire_completed`` fraction of its lines, then ``expired``: those
+    answers in the output file, the rest in the error file as ``batch_expired``); ``hold`` (stays
+    ``in_progress`` until the fault is changed or the batch cancelled). A cancelled batch goes
+    ``cancelling`` -> ``cancelled`` on the next retrieve, with the lines already run.
+
+    Everything is recorded: ``files`` (uploads and outputs, with their bytes), ``batches``,
+    ``batch_lines`` (each executed line and whether it was answered, i.e. billed), ``api_calls``.
 """
 
 from __future__ import annotations
@@ -45,6 +80,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import select
 import signal
 import socket
@@ -53,7 +89,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -67,9 +103,37 @@ SERVER_FAULTS = ("down", "rate_limit", "unauthorized", "bad_request", "error")
 
 DEFAULT_MODEL = "fake-model"
 
+LINE_FAULTS = ("ok", "500", "429", "400", "error", "empty_choices", "malformed")
+"""Fates of one line of a batch (see the module doc)."""
+
+BATCH_FAULTS = ("ok", "fail", "expire", "hold")
+"""Fates of a whole batch (see the module doc)."""
+
+BATCH_ENDPOINTS = ("/v1/chat/completions",)
+"""Endpoints a batch may target on this server (the real API has more; this one runs chats)."""
+
+BATCH_MAX_REQUESTS = 50_000
+BATCH_MAX_BYTES = 200 * 1024**2
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+FILE_PURPOSES = (
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "fine-tune",
+    "fine-tune-results",
+    "vision",
+    "user_data",
+    "evals",
+)
+
 Responder = Callable[[dict[str, Any]], str]
 FaultFn = Callable[[int, dict[str, Any]], str]
 Faults = Sequence[str] | FaultFn | None
+LineFaultFn = Callable[[str, dict[str, Any], int], str]
+LineFaults = Mapping[str, str] | LineFaultFn | None
+BatchFaultFn = Callable[[int, "FakeBatch"], str]
+BatchFaults = Sequence[str] | BatchFaultFn | None
 
 
 def message_hash(messages: Any) -> str:
@@ -108,6 +172,31 @@ def random_faults(
     return decide
 
 
+def random_line_faults(
+    rate: float,
+    seed: int = 0,
+    kinds: Sequence[str] = ("500",),
+    *,
+    times: int | None = 1,
+) -> LineFaultFn:
+    """A ``line_faults`` function failing a seeded fraction ``rate`` of the custom ids, with a
+    kind drawn from ``kinds``, on their first ``times`` runs (None: on every run).
+
+    Which ids fail depends only on (seed, custom_id), not on order or timing.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"fault rate {rate} not in [0, 1]")
+    _check_kinds(kinds, LINE_FAULTS)
+
+    def decide(custom_id: str, body: dict[str, Any], seen: int) -> str:
+        rng = random.Random(f"{seed}:{custom_id}")
+        if (times is not None and seen >= times) or rng.random() >= rate:
+            return "ok"
+        return rng.choice(list(kinds))
+
+    return decide
+
+
 def max_in_window(times: Iterable[float], window: float = 60.0) -> int:
     """The most of ``times`` falling in any half-open interval (t - window, t]."""
     ts = sorted(times)
@@ -119,10 +208,10 @@ def max_in_window(times: Iterable[float], window: float = 60.0) -> int:
     return best
 
 
-def _check_kinds(kinds: Iterable[str]) -> None:
-    bad = sorted(set(kinds) - set(FAULTS))
+def _check_kinds(kinds: Iterable[str], known: Sequence[str] = FAULTS) -> None:
+    bad = sorted(set(kinds) - set(known))
     if bad:
-        raise ValueError(f"unknown fault kinds {bad}; known: {', '.join(FAULTS)}")
+        raise ValueError(f"unknown fault kinds {bad}; known: {', '.join(known)}")
 
 
 @dataclass
@@ -163,6 +252,141 @@ class Request:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Request:
         return cls(**{"body": None, **data})
+
+
+@dataclass
+class FakeFile:
+    """A file held by the server: an upload or a batch's output or error file."""
+
+    id: str
+    filename: str
+    purpose: str
+    data: bytes
+    created_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``FileObject`` the API returns."""
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.data),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "expires_at": self.created_at + 30 * 86400 if self.purpose == "batch" else None,
+            "status_details": None,
+        }
+
+    def lines(self) -> list[Any]:
+        """The JSON lines of the file (a line that is not JSON is kept as its text)."""
+        out: list[Any] = []
+        for line in self.data.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    out.append(line)
+        return out
+
+    def custom_ids(self) -> list[str]:
+        """The custom ids of the file's lines, in order (lines without one are skipped)."""
+        return [d["custom_id"] for d in self.lines() if isinstance(d, dict) and "custom_id" in d]
+
+
+@dataclass
+class FakeBatch:
+    """A batch as the server keeps it (``to_json`` is the ``Batch`` object the API returns)."""
+
+    n: int
+    """Creation order, from 0."""
+    id: str
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, str] | None
+    created_at: int
+    fault: str = "ok"
+    status: str = "validating"
+    model: str | None = None
+    times: dict[str, int] = field(default_factory=dict)
+    """``in_progress_at``, ``finalizing_at``, ``completed_at``, ... as they happen."""
+    errors: list[dict[str, Any]] | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    usage: dict[str, Any] | None = None
+    polls: int = 0
+    """Retrieves since the last status change."""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    """The validated input lines."""
+    outputs: list[str] = field(default_factory=list)
+    errors_out: list[str] = field(default_factory=list)
+    ran: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "errors": None if self.errors is None else {"object": "list", "data": self.errors},
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.status,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": self.created_at,
+            "expires_at": self.created_at + 86400,
+            "request_counts": {
+                "total": self.total,
+                "completed": self.completed,
+                "failed": self.failed,
+            },
+            "usage": self.usage,
+            "metadata": self.metadata,
+        }
+        for name in (
+            "in_progress_at",
+            "finalizing_at",
+            "completed_at",
+            "failed_at",
+            "expired_at",
+            "cancelling_at",
+            "cancelled_at",
+        ):
+            out[name] = self.times.get(name)
+        return out
+
+
+@dataclass
+class BatchLine:
+    """One line of a batch as the server ran it."""
+
+    batch_id: str
+    custom_id: str
+    fault: str
+    """One of ``LINE_FAULTS``, or ``expired`` (never ran)."""
+    status: int | None
+    """The line's ``response.status_code`` (None for ``error`` and ``expired`` lines)."""
+    answered: bool
+    """A 200 with a non-empty completion: what a provider bills for."""
+    content: str | None = None
+
+
+@dataclass
+class ApiCall:
+    """One call to the Files or Batches API."""
+
+    method: str
+    path: str
+    status: int
+    t: float
+    lost: bool = False
+    """The server did the work, then cut the connection instead of answering
+    (``lose_responses``)."""
 
 
 @dataclass
@@ -231,6 +455,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         fake = self.server.fake
         url = urlsplit(self.path)
+        if fake._batch_api(self, "GET", url.path.rstrip("/"), parse_qs(url.query), b""):
+            return
         if url.path.rstrip("/") == "/v1/models":
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.models
@@ -244,19 +470,46 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error_json(404, "not found", "invalid_request_error")
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if urlsplit(self.path).path.rstrip("/") == "/v1/chat/completions":
+        raw = self.read_body()
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/")
+        if path == "/v1/chat/completions":
             self.server.fake._chat(self, raw)
-        else:
+        elif not self.server.fake._batch_api(self, "POST", path, parse_qs(url.query), raw):
             self.send_error_json(404, "not found", "invalid_request_error")
+
+    def do_DELETE(self) -> None:
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/")
+        if not self.server.fake._batch_api(self, "DELETE", path, parse_qs(url.query), b""):
+            self.send_error_json(404, "not found", "invalid_request_error")
+
+    def read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
 
     def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self.send_raw(status, json.dumps(payload).encode(), headers)
 
-    def send_raw(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def send_raw(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:16]}")
         for key, value in (headers or {}).items():
@@ -301,6 +554,11 @@ class FakeOpenAI:
         api_key: when set, requests without ``Authorization: Bearer <api_key>`` get 401.
         models: model ids served by ``GET /v1/models``.
         port: 0 for a free port.
+        line_faults: the fate of each batch line (see the module doc), or None (all ``ok``).
+        batch_faults: the fate of each batch (see the module doc), or None (all ``ok``).
+        polls_per_step: retrieves of a batch that move it one status on.
+        expire_completed: the fraction of an ``expire`` batch's lines answered before it expires.
+        batch_max_requests, batch_max_bytes: the input file limits a batch is validated against.
 
     Attributes and settings (``faults``, ``responder``, delays) may be changed while running.
     """
@@ -320,6 +578,12 @@ class FakeOpenAI:
         models: Sequence[str] = (DEFAULT_MODEL,),
         host: str = "127.0.0.1",
         port: int = 0,
+        line_faults: LineFaults = None,
+        batch_faults: BatchFaults = None,
+        polls_per_step: int = 1,
+        expire_completed: float = 0.5,
+        batch_max_requests: int = BATCH_MAX_REQUESTS,
+        batch_max_bytes: int = BATCH_MAX_BYTES,
     ) -> None:
         self.responder: Responder = responder or echo_responder
         self.faults = faults
@@ -342,6 +606,22 @@ class FakeOpenAI:
         self._handler_threads = threading.local()
         if isinstance(faults, Sequence) and not isinstance(faults, str):
             _check_kinds(faults)
+        self.line_faults = line_faults
+        self.batch_faults = batch_faults
+        self.polls_per_step = polls_per_step
+        self.expire_completed = expire_completed
+        self.batch_max_requests = batch_max_requests
+        self.batch_max_bytes = batch_max_bytes
+        if isinstance(line_faults, Mapping):
+            _check_kinds(line_faults.values(), LINE_FAULTS)
+        if isinstance(batch_faults, Sequence) and not isinstance(batch_faults, str):
+            _check_kinds(batch_faults, BATCH_FAULTS)
+        self._files: dict[str, FakeFile] = {}
+        self._batches: dict[str, FakeBatch] = {}
+        self._batch_lines: list[BatchLine] = []
+        self._api_calls: list[ApiCall] = []
+        self._line_runs: Counter[str] = Counter()
+        self._lose: list[list[Any]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -568,6 +848,487 @@ class FakeOpenAI:
     ) -> None:
         with _recorded(rec, status):
             handler.send_error_json(status, message, kind, headers)
+
+    # -- the Batch API: records ---------------------------------------------------------
+
+    @property
+    def files(self) -> list[FakeFile]:
+        """Every file the server holds (uploads, then outputs, in creation order)."""
+        with self._cond:
+            return list(self._files.values())
+
+    def uploads(self, purpose: str | None = "batch") -> list[FakeFile]:
+        """The files clients uploaded (with ``purpose``, or all), in upload order."""
+        return [
+            f for f in self.files if f.purpose != "batch_output" and purpose in (None, f.purpose)
+        ]
+
+    @property
+    def batches(self) -> list[FakeBatch]:
+        """Every batch created, in creation order."""
+        with self._cond:
+            return list(self._batches.values())
+
+    @property
+    def batch_lines(self) -> list[BatchLine]:
+        """Every batch line the server ran (or expired), in order."""
+        with self._cond:
+            return list(self._batch_lines)
+
+    @property
+    def api_calls(self) -> list[ApiCall]:
+        """Every Files/Batches API call, in order."""
+        with self._cond:
+            return list(self._api_calls)
+
+    def calls(self, method: str, path_prefix: str) -> list[ApiCall]:
+        """The API calls of ``method`` whose path starts with ``path_prefix``."""
+        return [c for c in self.api_calls if c.method == method and c.path.startswith(path_prefix)]
+
+    def answered_per_custom_id(self) -> Counter[str]:
+        """Batch lines answered per custom id (a value above 1 was paid twice)."""
+        return Counter(line.custom_id for line in self.batch_lines if line.answered)
+
+    def lose_responses(self, method: str, path_prefix: str, times: int = 1) -> None:
+        """Do the next ``times`` Files/Batches calls of ``method`` under ``path_prefix``, then
+        cut the connection instead of answering: the client cannot know they happened."""
+        with self._cond:
+            self._lose.append([method, path_prefix, times])
+
+    def file_of(self, batch: FakeBatch) -> FakeFile:
+        """The input file of a batch."""
+        with self._cond:
+            return self._files[batch.input_file_id]
+
+    # -- the Batch API: serving -------------------------------------------------------
+
+    def _batch_api(
+        self, handler: _Handler, method: str, path: str, query: dict[str, list[str]], raw: bytes
+    ) -> bool:
+        """Serve a Files/Batches call; False when ``path`` is none of theirs."""
+        parts = path.strip("/").split("/")
+        if path == "/_fake/batches" and method == "GET":
+            handler.send_json(200, self._dump())
+            return True
+        if len(parts) < 2 or parts[0] != "v1" or parts[1] not in ("files", "batches"):
+            return False
+        self._handler_threads.inside = True
+        if self.api_key is not None and handler.headers.get("Authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            status, payload = 401, _api_error("Incorrect API key provided", "invalid_api_key")
+        else:
+            try:
+                status, payload = self._route(method, parts[1:], query, raw, handler)
+            except Exception as exc:  # a bug of ours: say so, as a 500
+                self.errors.append(repr(exc))
+                status, payload = 500, _api_error(f"fake server error: {exc!r}", None)
+        with self._cond:
+            lost = False
+            for rule in self._lose:
+                if rule[2] > 0 and rule[0] == method and path.startswith(rule[1]):
+                    rule[2] -= 1
+                    lost = True
+                    break
+            self._api_calls.append(ApiCall(method, path, status, time.monotonic(), lost))
+        if lost:
+            handler.drop()
+        elif isinstance(payload, bytes):
+            handler.send_raw(status, payload, content_type="application/octet-stream")
+        else:
+            handler.send_json(status, payload)
+        return True
+
+    def _route(
+        self,
+        method: str,
+        parts: list[str],
+        query: dict[str, list[str]],
+        raw: bytes,
+        handler: _Handler,
+    ) -> tuple[int, Any]:
+        kind, rest = parts[0], parts[1:]
+        q = {k: v[-1] for k, v in query.items()}
+        with self._cond:
+            if kind == "files":
+                if method == "POST" and not rest:
+                    return self._upload(handler.headers.get("Content-Type", ""), raw)
+                if method == "GET" and not rest:
+                    files = [
+                        f for f in self._files.values() if q.get("purpose") in (None, f.purpose)
+                    ]
+                    if q.get("order", "desc") == "desc":
+                        files.reverse()
+                    return 200, _page([f.to_json() for f in files], q, 10_000)
+                f = self._files.get(rest[0])
+                if f is None:
+                    return 404, _api_error(f"No such File object: {rest[0]}", None, "id")
+                if method == "GET" and len(rest) == 1:
+                    return 200, f.to_json()
+                if method == "GET" and rest[1:] == ["content"]:
+                    return 200, f.data
+                if method == "DELETE" and len(rest) == 1:
+                    del self._files[f.id]
+                    return 200, {"id": f.id, "object": "file", "deleted": True}
+            else:
+                if method == "POST" and not rest:
+                    return self._create_batch(raw)
+                if method == "GET" and not rest:
+                    batches = [b.to_json() for b in reversed(self._batches.values())]
+                    return 200, _page(batches, q, 20, max_limit=100)
+                b = self._batches.get(rest[0])
+                if b is None:
+                    return 404, _api_error(f"No batch found with id '{rest[0]}'.", None, "id")
+                if method == "GET" and len(rest) == 1:
+                    b.polls += 1
+                    if b.polls >= self.polls_per_step:
+                        self._advance(b)
+                    return 200, b.to_json()
+                if method == "POST" and rest[1:] == ["cancel"]:
+                    if b.status not in ("validating", "in_progress", "finalizing"):
+                        why = f"Cannot cancel a batch with status '{b.status}'."
+                        return 409, _api_error(why, None)
+                    self._set_status(b, "cancelling")
+                    return 200, b.to_json()
+        return 404, _api_error("not found", None)
+
+    def _upload(self, content_type: str, raw: bytes) -> tuple[int, Any]:
+        form = _multipart(content_type, raw)
+        if form is None:
+            return 400, _api_error("expected a multipart/form-data body", None)
+        purpose = form.get("purpose", (None, b""))[1].decode()
+        if "file" not in form:
+            return 400, _api_error("Missing required parameter: 'file'.", None, "file")
+        if purpose not in FILE_PURPOSES:
+            why = f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'"
+            return 400, _api_error(why, None, "purpose")
+        filename, data = form["file"]
+        f = self._new_file(filename or "upload", purpose, data)
+        return 200, f.to_json()
+
+    def _new_file(self, filename: str, purpose: str, data: bytes) -> FakeFile:
+        f = FakeFile(f"file-{uuid.uuid4().hex[:24]}", filename, purpose, data, int(time.time()))
+        self._files[f.id] = f
+        return f
+
+    def _create_batch(self, raw: bytes) -> tuple[int, Any]:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return 400, _api_error("body must be a JSON object", None)
+        for name in ("input_file_id", "endpoint", "completion_window"):
+            if not isinstance(body.get(name), str):
+                return 400, _api_error(f"Missing required parameter: '{name}'.", None, name)
+        f = self._files.get(body["input_file_id"])
+        if f is None:
+            why = f"No such File object: {body['input_file_id']}"
+            return 404, _api_error(why, None, "input_file_id")
+        if f.purpose != "batch":
+            why = f"File {f.id} has purpose '{f.purpose}', not 'batch'"
+            return 400, _api_error(why, None, "input_file_id")
+        if body["endpoint"] not in BATCH_ENDPOINTS:
+            why = f"endpoint {body['endpoint']!r}: this server runs {list(BATCH_ENDPOINTS)}"
+            return 400, _api_error(why, None, "endpoint")
+        if body["completion_window"] != "24h":
+            return 400, _api_error("completion_window must be '24h'", None, "completion_window")
+        metadata = body.get("metadata")
+        if metadata is not None and not (
+            isinstance(metadata, dict)
+            and len(metadata) <= 16
+            and all(isinstance(k, str) and len(k) <= 64 for k in metadata)
+            and all(isinstance(v, str) and len(v) <= 512 for v in metadata.values())
+        ):
+            why = "metadata: at most 16 pairs, keys <= 64 and values <= 512 characters"
+            return 400, _api_error(why, None, "metadata")
+        n = len(self._batches)
+        b = FakeBatch(
+            n=n,
+            id=f"batch_{uuid.uuid4().hex[:24]}",
+            input_file_id=f.id,
+            endpoint=body["endpoint"],
+            completion_window="24h",
+            metadata=metadata,
+            created_at=int(time.time()),
+        )
+        faults = self.batch_faults
+        if callable(faults):
+            b.fault = faults(n, b)
+        elif faults is not None:
+            b.fault = faults[n] if n < len(faults) else "ok"
+        _check_kinds([b.fault], BATCH_FAULTS)
+        self._batches[b.id] = b
+        return 200, b.to_json()
+
+    def _set_status(self, b: FakeBatch, status: str) -> None:
+        b.status, b.polls = status, 0
+        b.times[f"{status}_at"] = int(time.time())
+
+    def _advance(self, b: FakeBatch) -> None:
+        """Move a batch one status on (called with the lock held)."""
+        if b.status == "validating":
+            errors = self._validate(b)
+            if b.fault == "fail" and not errors:
+                why = "Enqueued token limit reached for this model (simulated)."
+                errors = [{"code": "token_limit_exceeded", "message": why}]
+            if errors:
+                b.errors = [{"param": None, "line": None, **e} for e in errors]
+                self._set_status(b, "failed")
+            else:
+                b.total = len(b.requests)
+                self._set_status(b, "in_progress")
+        elif b.status == "in_progress":
+            if b.fault == "hold":
+                return
+            if b.fault == "expire":
+                done = math.floor(self.expire_completed * len(b.requests))
+                self._run_lines(b, b.requests[:done])
+                for req in b.requests[done:]:
+                    why = "This request could not be executed before the completion window expired."
+                    self._error_line(b, req["custom_id"], "expired", None, "batch_expired", why)
+                self._write_outputs(b)
+                self._set_status(b, "expired")
+            else:
+                self._run_lines(b, b.requests)
+                self._set_status(b, "finalizing")
+        elif b.status == "finalizing":
+            self._write_outputs(b)
+            self._set_status(b, "completed")
+        elif b.status == "cancelling":
+            self._write_outputs(b)
+            self._set_status(b, "cancelled")
+
+    def _validate(self, b: FakeBatch) -> list[dict[str, Any]]:
+        """The input file's errors as the real API reports them (an empty list: valid)."""
+        f = self._files.get(b.input_file_id)
+        if f is None:
+            return [{"code": "file_not_found", "message": f"File {b.input_file_id} was deleted."}]
+        if len(f.data) > self.batch_max_bytes:
+            why = (
+                f"The batch input file is larger than the {self.batch_max_bytes} maximum "
+                f"({len(f.data)} bytes)."
+            )
+            return [{"code": "file_too_large", "message": why}]
+        lines = f.data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        if not lines:
+            return [{"code": "empty_file", "message": "The batch input file is empty."}]
+        if len(lines) > self.batch_max_requests:
+            why = (
+                f"The batch input file has {len(lines)} requests, more than the maximum of "
+                f"{self.batch_max_requests}."
+            )
+            return [{"code": "too_many_requests", "message": why}]
+        errors: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        models: set[str] = set()
+        requests = []
+        for i, line in enumerate(lines, 1):
+            try:
+                req = json.loads(line)
+            except ValueError:
+                req = None
+            if not isinstance(req, dict):
+                why = "This line is not parseable as valid JSON."
+                errors.append({"code": "invalid_json_line", "message": why, "line": i})
+                continue
+            missing = [k for k in ("custom_id", "method", "url", "body") if k not in req]
+            body = req.get("body")
+            if missing:
+                why = f"Missing required parameter: '{missing[0]}'."
+                errors.append({"code": "missing_required_parameter", "message": why, "line": i})
+            elif not isinstance(req["custom_id"], str) or not req["custom_id"]:
+                why = "custom_id must be a non-empty string."
+                errors.append({"code": "invalid_custom_id", "message": why, "line": i})
+            elif req["custom_id"] in seen:
+                why = (
+                    "The custom_id for this request is a duplicate of another request. The "
+                    "custom_id parameter must be unique for each request in a batch."
+                )
+                errors.append({"code": "duplicate_custom_id", "message": why, "line": i})
+            elif req["method"] != "POST":
+                why = f"Method {req['method']!r} is not supported; use 'POST'."
+                errors.append({"code": "invalid_method", "message": why, "line": i})
+            elif req["url"] != b.endpoint:
+                why = (
+                    "The URL provided for this request does not match the batch endpoint "
+                    f"{b.endpoint}."
+                )
+                errors.append({"code": "invalid_url", "message": why, "line": i})
+            elif not isinstance(body, dict) or not isinstance(body.get("model"), str):
+                why = "The request body must be a JSON object with a 'model'."
+                errors.append({"code": "invalid_request", "message": why, "line": i})
+            else:
+                seen.add(req["custom_id"])
+                models.add(body["model"])
+                if len(models) > 1:
+                    why = "Each batch input file may only hold requests to a single model."
+                    errors.append({"code": "mismatched_model", "message": why, "line": i})
+                    models.discard(body["model"])
+                requests.append(req)
+            if len(errors) >= 100:
+                break
+        if not errors:
+            b.requests = requests
+            b.model = next(iter(models))
+        return errors
+
+    def _line_fault(self, custom_id: str, body: dict[str, Any], seen: int) -> str:
+        faults = self.line_faults
+        if faults is None:
+            return "ok"
+        kind = faults(custom_id, body, seen) if callable(faults) else faults.get(custom_id, "ok")
+        _check_kinds([kind], LINE_FAULTS)
+        return kind
+
+    def _run_lines(self, b: FakeBatch, requests: list[dict[str, Any]]) -> None:
+        usage = b.usage or {"input_tokens": 0, "output_tokens": 0}
+        for req in requests:
+            cid, body = req["custom_id"], req["body"]
+            kind = self._line_fault(cid, body, self._line_runs[cid])
+            self._line_runs[cid] += 1
+            rid = f"req_{uuid.uuid4().hex[:24]}"
+            if kind in ("500", "429", "400"):
+                status = int(kind)
+                error_type = "server_error" if status >= 500 else "invalid_request_error"
+                err = _api_error(f"HTTP {status} (simulated)", None, kind=error_type)
+                self._error_line(
+                    b, cid, kind, {"status_code": status, "request_id": rid, "body": err}
+                )
+                continue
+            if kind == "error":
+                self._error_line(b, cid, kind, None, "server_error", "line failed (simulated)")
+                continue
+            if not isinstance(body.get("messages"), list):
+                err = _api_error("'messages' is a required property", None, "messages")
+                self._error_line(
+                    b, cid, "400", {"status_code": 400, "request_id": rid, "body": err}
+                )
+                continue
+            try:
+                content = self.responder(body)
+            except Exception as exc:
+                err = _api_error(f"responder failed: {exc!r}", None)
+                self._error_line(
+                    b, cid, "500", {"status_code": 500, "request_id": rid, "body": err}
+                )
+                continue
+            payload = _completion(body, content, empty=kind == "empty_choices")
+            if kind == "malformed":
+                del payload["choices"]
+            answered = kind == "ok" and bool(content)
+            usage["input_tokens"] += payload["usage"]["prompt_tokens"]
+            usage["output_tokens"] += payload["usage"]["completion_tokens"]
+            line = {
+                "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                "custom_id": cid,
+                "response": {"status_code": 200, "request_id": rid, "body": payload},
+                "error": None,
+            }
+            b.outputs.append(json.dumps(line))
+            b.completed += 1
+            self._batch_lines.append(
+                BatchLine(b.id, cid, kind, 200, answered, content if answered else None)
+            )
+        total = usage["input_tokens"] + usage["output_tokens"]
+        b.usage = {
+            "input_tokens": usage["input_tokens"],
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": usage["output_tokens"],
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": total,
+        }
+        b.ran = True
+
+    def _error_line(
+        self,
+        b: FakeBatch,
+        custom_id: str,
+        kind: str,
+        response: dict[str, Any] | None,
+        code: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        error = None if code is None else {"code": code, "message": message}
+        line = {
+            "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+            "custom_id": custom_id,
+            "response": response,
+            "error": error,
+        }
+        b.errors_out.append(json.dumps(line))
+        b.failed += 1
+        status = response["status_code"] if response is not None else None
+        self._batch_lines.append(BatchLine(b.id, custom_id, kind, status, False))
+
+    def _write_outputs(self, b: FakeBatch) -> None:
+        if b.outputs:
+            data = ("\n".join(b.outputs) + "\n").encode()
+            b.output_file_id = self._new_file(f"{b.id}_output.jsonl", "batch_output", data).id
+        if b.errors_out:
+            data = ("\n".join(b.errors_out) + "\n").encode()
+            b.error_file_id = self._new_file(f"{b.id}_error.jsonl", "batch_output", data).id
+
+    def _dump(self) -> dict[str, Any]:
+        with self._cond:
+            files = [
+                {**f.to_json(), "custom_ids": f.custom_ids() if f.purpose == "batch" else None}
+                for f in self._files.values()
+            ]
+            batches = [{**b.to_json(), "fault": b.fault} for b in self._batches.values()]
+            lines = [asdict(x) for x in self._batch_lines]
+        return {"files": files, "batches": batches, "lines": lines}
+
+
+def _api_error(
+    message: str, code: str | None, param: str | None = None, kind: str = "invalid_request_error"
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _page(
+    items: list[dict[str, Any]], q: dict[str, str], default: int, max_limit: int = 10_000
+) -> dict[str, Any]:
+    """A cursor page (``after`` = the id of the last item of the previous page)."""
+    limit = max(1, min(int(q.get("limit", default)), max_limit))
+    after = q.get("after")
+    if after is not None:
+        ids = [x["id"] for x in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }
+
+
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
+_DISPOSITION = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | None, bytes]] | None:
+    """The fields of a multipart/form-data body: name -> (filename, bytes); None if not one."""
+    m = _BOUNDARY.search(content_type)
+    if not content_type.startswith("multipart/form-data") or m is None:
+        return None
+    delimiter = b"\r\n--" + m.group(1).encode()
+    form: dict[str, tuple[str | None, bytes]] = {}
+    for part in (b"\r\n" + raw).split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, data = part.partition(b"\r\n\r\n")
+        params: dict[str, str] = {}
+        for header in head.decode("utf-8", "replace").split("\r\n"):
+            if header.lower().startswith("content-disposition:"):
+                params = dict(_DISPOSITION.findall(header))
+        if "name" in params:
+            form[params["name"]] = (params.get("filename"), data)
+    return form
 
 
 @contextlib.contextmanager
