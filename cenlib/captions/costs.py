@@ -113,9 +113,17 @@ def cost(endpoint: EndpointConfig, tokens_in: int | None, tokens_out: int | None
     return (tokens_in * endpoint.price_in + tokens_out * endpoint.price_out) / 1e6
 
 
+RESERVE_FACTOR = 1.25
+RESERVE_EXTRA = 32
+"""A budget reserves ``tokens_in * RESERVE_FACTOR + RESERVE_EXTRA`` prompt tokens: servers count
+with their own tokenizer and chat template, which our count only approximates."""
+
+
 def worst_cost(endpoint: EndpointConfig, tokens_in: int, max_tokens: int) -> float:
-    """The most one request can cost (all of ``max_tokens`` used): what a budget reserves."""
-    return (tokens_in * endpoint.price_in + max_tokens * endpoint.price_out) / 1e6
+    """The most one request should cost (all of ``max_tokens`` used, the prompt count with a
+    safety allowance): what a budget reserves before sending."""
+    prompt = tokens_in * RESERVE_FACTOR + RESERVE_EXTRA
+    return (prompt * endpoint.price_in + max_tokens * endpoint.price_out) / 1e6
 
 
 @dataclass(frozen=True)
