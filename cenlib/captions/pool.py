@@ -41,6 +41,10 @@ from cenlib.config import CaptionConfig, EndpointConfig
 MAX_COOLDOWN_DOUBLINGS = 4
 
 
+class _Reroute(Exception):
+    """The chosen endpoint became unusable while the request waited for it."""
+
+
 @dataclass(frozen=True)
 class Request:
     """What to ask, for which patches (one; several for a batched 4v request)."""
@@ -213,21 +217,32 @@ class Pool:
                         req,
                         skipped=f"budget: the next request would exceed caption.max_cost on {name}",
                     )
-            attempts += 1
             stats = self.stats[name]
-            stats.requests += 1
             try:
-                async with self.sems[name], self._probe(name):
-                    if self.limiter is not None and (
-                        ep.requests_per_minute or ep.tokens_per_minute
-                    ):
-                        slot = self.limiter.slot(name, req.tokens_in + self.caption.max_tokens)
-                    else:
-                        slot = contextlib.nullcontext(0.0)  # type: ignore[assignment]
-                    async with slot:
-                        answer = await self.backend(name).complete(
-                            req.messages, self.params, seed=req.seed, patch_id=req.patch_ids[0]
-                        )
+                async with self.sems[name]:
+                    # It may have failed for others while this request waited its turn.
+                    if not self.breakers[name].usable(self.clock()):
+                        raise _Reroute
+                    attempts += 1
+                    stats.requests += 1
+                    async with self._probe(name):
+                        if self.limiter is not None and (
+                            ep.requests_per_minute or ep.tokens_per_minute
+                        ):
+                            slot = self.limiter.slot(name, req.tokens_in + self.caption.max_tokens)
+                        else:
+                            slot = contextlib.nullcontext(0.0)  # type: ignore[assignment]
+                        async with slot:
+                            answer = await self.backend(name).complete(
+                                req.messages,
+                                self.params,
+                                seed=req.seed,
+                                patch_id=req.patch_ids[0],
+                            )
+            except _Reroute:
+                if self.budget is not None:
+                    await self.budget.settle(reserved, 0.0)
+                continue
             except Fault as fault:
                 if self.budget is not None:
                     await self.budget.settle(reserved, 0.0)
