@@ -59,6 +59,8 @@ DEAD = "dead_letters.jsonl"
 REPORT = "caption_report.json"
 TOPIC = "cen-caption"
 EVENT_EVERY_S = 0.25
+BATCH_PRICE_FACTOR = 0.5
+"""The Batch API bills half the endpoint's prices (OpenAI's published batch discount)."""
 
 
 class CaptionError(RuntimeError):
@@ -297,6 +299,11 @@ def run_captions(
     prompts = list(read_prompts(out / PROMPTS))
     plan = plan_requests(prompts, caption, responses_dir)
     budget_limit = max_cost if max_cost is not None else caption.max_cost
+    if caption.mode == "batch-api":
+        report = write_outputs(caption, out, plan, [_batch_api(caption, out, plan)], budget_limit)
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        return report
     token = tokenize(caption.model_dump(mode="json"), len(prompts), time.time_ns())[:8]
     batches = [
         plan.requests[i : i + caption.batch_size]
@@ -343,6 +350,56 @@ def run_captions(
     report["seconds"] = round(time.perf_counter() - t0, 2)
     (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
+
+
+def _batch_api(caption: CaptionConfig, out: Path, plan: Plan) -> dict[str, Any]:
+    """``caption.mode: batch-api``: the OpenAI Batch API of the first endpoint (see
+    :mod:`cenlib.captions.batch_api`); resumable from ``<run>/batch-api/state.json``."""
+    import openai
+
+    from cenlib.captions.backends import api_key
+    from cenlib.captions.batch_api import BatchRequest, run_batch_api
+
+    ep = caption.endpoints[0]
+    if ep.kind != "openai":
+        raise CaptionError(
+            "caption.mode batch-api needs an endpoint of kind openai first in caption.endpoints"
+        )
+    client = openai.OpenAI(base_url=ep.base_url, api_key=api_key(ep), timeout=ep.timeout_s)
+    params = caption.params
+    requests = [
+        BatchRequest(
+            request_key(ep.model_name, r.messages, params),
+            r.patch_ids[0],
+            {"model": ep.model_name, "messages": r.messages, **params},
+        )
+        for r in plan.requests
+    ]
+
+    def price(tokens_in: int | None, tokens_out: int | None) -> float | None:
+        c = costs.cost(ep, tokens_in, tokens_out)
+        return None if c is None else c * BATCH_PRICE_FACTOR
+
+    rep = run_batch_api(
+        client,
+        requests,
+        out / "batch-api",
+        out / RESPONSES_DIR,
+        endpoint=ep.label,
+        price=price,
+        poll_s=caption.poll_s,
+        max_attempts=caption.max_attempts,
+    )
+    stats: dict[str, Any] = {
+        "requests": rep.requested - rep.skipped,
+        "answered": rep.answered,
+        "tokens_in": rep.tokens_in,
+        "tokens_out": rep.tokens_out,
+        "cost": rep.cost or 0.0,
+        "latency_s": [],
+        "faults": {"dead": rep.dead} if rep.dead else {},
+    }
+    return {"index": 0, "endpoints": {ep.label: stats}, "skipped": 0, "skip_reason": None}
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float | None]:

@@ -271,3 +271,22 @@ def test_4v_prompts_send_their_maps_as_png_parts(tmp_path: Path, dask_client: Cl
         parts = body["messages"][-1]["content"]
         urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
         assert urls and all(u.startswith("data:image/png;base64,") for u in urls)
+
+
+def test_batch_api_mode_captions_every_prompt(tmp_path: Path, dask_client: Client) -> None:
+    ids = write_prompts(tmp_path, 40)
+    with FakeOpenAI(api_key=CANARY_KEY) as fake:
+        ep = endpoint(fake.base_url, price_in=2.0, price_out=4.0)
+        cfg = caption_config(ep, mode="batch-api", poll_s=0.05)
+        report = run_captions(cfg, tmp_path, dask_client)
+        assert len(fake.uploads()) == 1 and len(fake.batches) == 1
+        again = run_captions(cfg, tmp_path, dask_client)
+        assert len(fake.uploads()) == 1  # nothing sent twice
+    caps = read_jsonl(tmp_path / "captions.jsonl")
+    assert sorted(c["patch_id"] for c in caps) == ids
+    assert report["captioned"] == 40 and again["already_answered"] == 40
+    # Half price: the Batch API discount.
+    merged = list(read_responses(tmp_path / "responses.jsonl"))
+    r = merged[0]
+    assert r.cost == pytest.approx((r.tokens_in * 2.0 + r.tokens_out * 4.0) / 1e6 * 0.5)
+    assert CANARY_KEY.encode() not in _every_byte(tmp_path)
