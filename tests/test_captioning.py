@@ -290,3 +290,37 @@ def test_batch_api_mode_captions_every_prompt(tmp_path: Path, dask_client: Clien
     r = merged[0]
     assert r.cost == pytest.approx((r.tokens_in * 2.0 + r.tokens_out * 4.0) / 1e6 * 0.5)
     assert CANARY_KEY.encode() not in _every_byte(tmp_path)
+
+
+def test_smollm2_endpoint_started_by_the_job_captions_for_real(
+    tmp_path: Path, dask_client: Client
+) -> None:
+    """The real SmolLM2-135M on loopback (``make smollm2``), started and stopped by the job."""
+    from rich.console import Console
+
+    from cenlib.config import EndpointConfig, RunConfig
+    from cenlib.job import caption_endpoints
+
+    write_prompts(tmp_path, 3)
+    cfg = RunConfig(
+        output=tmp_path,
+        caption=caption_config(
+            EndpointConfig(kind="smollm2", max_concurrency=1, timeout_s=120),
+            max_tokens=48,
+            temperature=0,
+        ),
+    )
+    with caption_endpoints(cfg, Console()) as caption:
+        url = caption.endpoints[0].base_url
+        assert url and url.startswith("http://127.0.0.1:")
+        report = run_captions(caption, tmp_path, dask_client)
+    caps = read_jsonl(tmp_path / "captions.jsonl")
+    assert report["captioned"] == 3 and report["dead_letters"] == 0
+    assert all(len(c["caption"].split()) >= 5 for c in caps)
+    ep = report["endpoints"]["smollm2/smollm2"]
+    assert ep["tokens_in"] > 300 and 0 < ep["tokens_out"] <= 3 * 48
+    # The server is gone once the stage is done.
+    with pytest.raises(OSError):
+        import urllib.request
+
+        urllib.request.urlopen(url + "/models", timeout=2)

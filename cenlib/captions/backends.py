@@ -107,7 +107,10 @@ class RulesBackend(Backend):
 
 
 def api_key(endpoint: EndpointConfig) -> str:
-    """The endpoint's key from its environment variable (never logged or stored)."""
+    """The endpoint's key from its environment variable (never logged or stored); the local
+    SmolLM2 server needs none."""
+    if endpoint.kind == "smollm2":
+        return "local"
     key = os.environ.get(endpoint.api_key_env)
     if not key:
         raise Fault(
