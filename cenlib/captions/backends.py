@@ -76,6 +76,9 @@ class Backend:
     ) -> Answer:
         raise NotImplementedError
 
+    def warm(self) -> None:
+        """Get ready to send (imports, client objects) before a send slot is booked."""
+
     async def aclose(self) -> None:
         return None
 
@@ -138,7 +141,13 @@ class OpenAIBackend(Backend):
                 max_retries=0,
                 timeout=self.endpoint.timeout_s,
             )
+            # The SDK imports its resources on first use: do it now, not after a rate slot
+            # was booked (a late first send would bunch up with the next ones).
+            _ = self._client.chat.completions
         return self._client
+
+    def warm(self) -> None:
+        self._get()
 
     async def complete(
         self,

@@ -225,6 +225,8 @@ class Pool:
                         raise _Reroute
                     attempts += 1
                     stats.requests += 1
+                    backend = self.backend(name)
+                    backend.warm()
                     async with self._probe(name):
                         if self.limiter is not None and (
                             ep.requests_per_minute or ep.tokens_per_minute
@@ -233,7 +235,7 @@ class Pool:
                         else:
                             slot = contextlib.nullcontext(0.0)  # type: ignore[assignment]
                         async with slot:
-                            answer = await self.backend(name).complete(
+                            answer = await backend.complete(
                                 req.messages,
                                 self.params,
                                 seed=req.seed,
