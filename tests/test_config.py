@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cenlib.config import ConfigError, load_config, parse_config
+from cenlib.config import CaptionConfig, ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,3 +124,12 @@ def test_cli_help(sub: list[str]) -> None:
     r = _cen(*sub, "--help")
     assert r.returncode == 0, r.stderr
     assert "Usage" in r.stdout and len(r.stdout) > 200
+
+
+def test_readme_caption_example_is_a_valid_config() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("```yaml\ncaption:") + len("```yaml\n") :]
+    block = block[: block.index("```")]
+    caption = CaptionConfig(**yaml.safe_load(block)["caption"])
+    assert [e.kind for e in caption.endpoints] == ["rules", "openai", "openai", "smollm2"]
+    assert caption.max_cost == 20.0
