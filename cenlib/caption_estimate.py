@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from cenlib.captioning import RESPONSES_DIR, plan_requests, read_prompts
+from cenlib.captioning import RESPONSES_DIR, load_requests, plan_requests
 from cenlib.captions import costs
 from cenlib.config import RunConfig
 from cenlib.prompting import PROMPTS
@@ -28,9 +28,8 @@ def _duration(seconds: float) -> str:
 
 
 def compute_estimate(cfg: RunConfig, console: Console | None = None) -> costs.Estimate:
-    prompts = list(read_prompts(cfg.output / PROMPTS))
-    plan = plan_requests(prompts, cfg.caption, cfg.output / RESPONSES_DIR)
-    reqs: Any = plan.requests
+    plan = plan_requests(cfg.output / PROMPTS, cfg.caption, cfg.output / RESPONSES_DIR)
+    reqs: Any = load_requests(plan.path, plan.todo)
     if console is not None and len(reqs) > 1000:
         reqs = track(reqs, description="counting tokens", console=console)
     tokens = [costs.message_tokens(r.messages) for r in reqs]

@@ -76,24 +76,49 @@ class Prompt:
     messages: list[dict[str, Any]]
 
 
-def read_prompts(path: Path) -> Iterator[Prompt]:
+def _parse(path: Path, where: str, line: bytes) -> Prompt:
+    try:
+        rec = json.loads(line)
+        return Prompt(rec["patch_id"], rec["style"], int(rec["seed"]), rec["messages"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CaptionError(
+            f"{path}:{where} is not a prompt line ({e}); rebuild it with `cen prompt CONFIG`"
+        ) from None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, line) of every non-empty line."""
     if not path.is_file():
         raise CaptionError(f"no prompts at {path}; run `cen prompt CONFIG` first")
-    with open(path, encoding="utf-8") as f:
+    offset = 0
+    with open(path, "rb") as f:
         for n, line in enumerate(f, 1):
-            try:
-                rec = json.loads(line)
-                yield Prompt(rec["patch_id"], rec["style"], int(rec["seed"]), rec["messages"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise CaptionError(
-                    f"{path}:{n} is not a prompt line ({e}); rebuild it with `cen prompt CONFIG`"
-                ) from None
+            if line.strip():
+                yield n, offset, line
+            offset += len(line)
+
+
+def read_prompts(path: Path) -> Iterator[Prompt]:
+    for n, _, line in _lines(path):
+        yield _parse(path, str(n), line)
+
+
+def load_requests(path: Path, offsets: Sequence[int]) -> list[Request]:
+    """The requests of the prompt lines starting at ``offsets`` (read where they are)."""
+    out = []
+    with open(path, "rb") as f:
+        for off in offsets:
+            f.seek(off)
+            p = _parse(path, f"byte {off}", f.readline())
+            out.append(Request((p.patch_id,), p.messages, p.seed, 0))
+    return out
 
 
 @dataclass(frozen=True)
 class CaptionTask:
     index: int
-    requests: tuple[Request, ...]
+    prompts: str  # the prompts file; the task reads its own lines
+    offsets: tuple[int, ...]
     caption: CaptionConfig
     responses_dir: str
     writer_id: str
@@ -158,7 +183,8 @@ async def _answer_batch(
     # A task run again (its worker died) skips what its own shard already holds.
     own = Path(task.responses_dir) / f"{SHARD_PREFIX}{task.writer_id}{SUFFIX}"
     mine = {r.key for r in read_responses(own)} if own.is_file() else set()
-    todo = [r for r in task.requests if not mine & set(pool.keys(r.messages).values())]
+    requests = load_requests(Path(task.prompts), task.offsets)
+    todo = [r for r in requests if not mine & set(pool.keys(r.messages).values())]
     with (
         ShardWriter(task.responses_dir, task.writer_id) as shard,
         DeadLetterWriter(task.responses_dir, task.writer_id) as dead,
@@ -229,33 +255,48 @@ def caption_batch(
 # ---- the stage ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PromptRef:
+    """A prompt line, without its messages: where it is and its request key per model."""
+
+    patch_id: str
+    style: str
+    offset: int
+    keys: tuple[str, ...]
+
+
 @dataclass
 class Plan:
     """What a run will send: unique requests not yet answered, and what is already done."""
 
-    prompts: list[Prompt]
-    requests: list[Request]  # unique and unanswered
+    path: Path
+    refs: list[PromptRef]
+    todo: list[int]  # offsets of the unique, unanswered requests
     answered: int  # prompts whose request is already answered
     duplicates: int  # prompts that share a request with an earlier prompt
 
 
-def plan_requests(prompts: list[Prompt], caption: CaptionConfig, responses_dir: Path) -> Plan:
+def plan_requests(path: Path, caption: CaptionConfig, responses_dir: Path) -> Plan:
+    """Stream the prompts once; keep their keys, not their messages (memory stays small)."""
     done = done_keys(responses_dir) if responses_dir.is_dir() else set()
     models = sorted({e.model_name for e in caption.endpoints})
     params = caption.params
     seen: set[str] = set()
-    requests, answered, duplicates = [], 0, 0
-    for p in prompts:
-        keys = [request_key(m, p.messages, params) for m in models]
+    refs: list[PromptRef] = []
+    todo: list[int] = []
+    answered = duplicates = 0
+    for n, offset, line in _lines(path):
+        p = _parse(path, str(n), line)
+        keys = tuple(request_key(m, p.messages, params) for m in models)
+        refs.append(PromptRef(p.patch_id, p.style, offset, keys))
         if any(k in done for k in keys):
             answered += 1
-            continue
-        if keys[0] in seen:
+        elif keys[0] in seen:
             duplicates += 1
-            continue
-        seen.add(keys[0])
-        requests.append(Request((p.patch_id,), p.messages, p.seed, 0))
-    return Plan(prompts, requests, answered, duplicates)
+        else:
+            seen.add(keys[0])
+            todo.append(offset)
+    return Plan(path, refs, todo, answered, duplicates)
 
 
 def check_keys(caption: CaptionConfig) -> None:
@@ -328,25 +369,25 @@ def run_captions(
     check_keys(caption)
     responses_dir = out / RESPONSES_DIR
     responses_dir.mkdir(parents=True, exist_ok=True)
-    prompts = list(read_prompts(out / PROMPTS))
-    plan = plan_requests(prompts, caption, responses_dir)
+    plan = plan_requests(out / PROMPTS, caption, responses_dir)
     budget_limit = max_cost if max_cost is not None else caption.max_cost
     if caption.mode == "batch-api":
         report = write_outputs(caption, out, plan, [_batch_api(caption, out, plan)], budget_limit)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         return report
-    token = tokenize(caption.model_dump(mode="json"), len(prompts), time.time_ns())[:8]
+    token = tokenize(caption.model_dump(mode="json"), len(plan.refs), time.time_ns())[:8]
     batches = [
-        plan.requests[i : i + caption.batch_size]
-        for i in range(0, len(plan.requests), caption.batch_size)
+        plan.todo[i : i + caption.batch_size] for i in range(0, len(plan.todo), caption.batch_size)
     ]
     tasks = [
-        CaptionTask(i, tuple(b), caption, str(responses_dir), f"caption-{token}-{i:05d}", i)
+        CaptionTask(
+            i, str(plan.path), tuple(b), caption, str(responses_dir), f"caption-{token}-{i:05d}", i
+        )
         for i, b in enumerate(batches)
     ]
     if on_start is not None:
-        on_start(len(plan.requests), plan.answered)
+        on_start(len(plan.todo), plan.answered)
     limits = limits_of(caption)
     limiter = ClusterRateLimiter.start(client, limits) if limits and tasks else None
     budget = (
@@ -405,7 +446,7 @@ def _batch_api(caption: CaptionConfig, out: Path, plan: Plan) -> dict[str, Any]:
             r.patch_ids[0],
             {"model": ep.model_name, "messages": r.messages, **params},
         )
-        for r in plan.requests
+        for r in load_requests(plan.path, plan.todo)
     ]
 
     def price(tokens_in: int | None, tokens_out: int | None) -> float | None:
@@ -453,21 +494,15 @@ def write_outputs(
     budget_limit: float | None,
 ) -> dict[str, Any]:
     responses_dir = out / RESPONSES_DIR
-    order = [p.patch_id for p in plan.prompts]
+    order = [p.patch_id for p in plan.refs]
     merged = merge(responses_dir, out / MERGED, order=order)
     by_key = {r.key: r for r in read_responses(out / MERGED)}
-    models = sorted({e.model_name for e in caption.endpoints})
-    params = caption.params
     captioned = 0
     missing: list[str] = []
     tmp = out / f".{CAPTIONS}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        for p in plan.prompts:
-            hit = None
-            for m in models:
-                hit = by_key.get(request_key(m, p.messages, params))
-                if hit is not None:
-                    break
+        for p in plan.refs:
+            hit = next((by_key[k] for k in p.keys if k in by_key), None)
             if hit is None:
                 missing.append(p.patch_id)
                 continue
@@ -509,7 +544,7 @@ def write_outputs(
     skipped = sum(r["skipped"] for r in results)
     reasons = [r["skip_reason"] for r in results if r["skip_reason"]]
     return {
-        "prompts": len(plan.prompts),
+        "prompts": len(plan.refs),
         "captioned": captioned,
         "sent_this_run": sum(v["requests"] for v in per_ep.values()),
         "answered_this_run": sum(v["answered"] for v in per_ep.values()),
