@@ -5,6 +5,9 @@ path."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +56,16 @@ def stac_item_validator() -> Draft7Validator:
             )
     schema = json.loads((root / "stac-spec/v1.1.0/item.json").read_text())
     return Draft7Validator(schema, registry=Registry().with_resources(resources))
+
+
+def cen_process(*args: str) -> subprocess.Popen[str]:
+    """``cen ARGS`` in its own session (so that killing its group takes the cluster's workers
+    too), output captured as text."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "cen"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True,
+    )

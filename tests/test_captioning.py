@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from _support import cen_process
 from caption_support import (
     body_key,
     caption_config,
@@ -179,17 +178,6 @@ def _run_config(tmp_path: Path, caption: dict) -> Path:
     return path
 
 
-def _cen(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "cen"), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        start_new_session=True,  # so the kill takes the cluster's worker processes too
-    )
-
-
 def test_sigkill_then_resume_pays_for_no_answered_key(tmp_path: Path) -> None:
     write_prompts(tmp_path / "run", 150)
     with FakeOpenAI(api_key=CANARY_KEY, latency=0.05) as fake:
@@ -206,7 +194,7 @@ def test_sigkill_then_resume_pays_for_no_answered_key(tmp_path: Path) -> None:
             "batch_size": 10,
         }
         path = _run_config(tmp_path, caption)
-        proc = _cen("caption", str(path))
+        proc = cen_process("caption", str(path))
         shards = tmp_path / "run" / "responses"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -219,7 +207,7 @@ def test_sigkill_then_resume_pays_for_no_answered_key(tmp_path: Path) -> None:
         saved = done_keys(shards)
         n_first = len(fake.requests)
         assert 40 <= len(saved) < 150
-        resumed = _cen("caption", str(path))
+        resumed = cen_process("caption", str(path))
         out, _ = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, out
         second = fake.requests[n_first:]

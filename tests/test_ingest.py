@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ import rasterio
 import xarray as xr
 import yaml
 import zarr
-from _support import warped_read
+from _support import cen_process, warped_read
 from distributed import Client, LocalCluster
 from rasterio.warp import Resampling
 
@@ -242,23 +240,11 @@ def _job_config(tmp: Path, demo_world: Path, name: str) -> Path:
     return path
 
 
-def _cen(*args: str, **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "cen"), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        start_new_session=True,  # so the kill takes the cluster's worker processes too
-        **kw,
-    )
-
-
 def test_killed_run_resumes_to_identical_store(tmp_path: Path, demo_world: Path) -> None:
     full = _job_config(tmp_path, demo_world, "full")
     cut = _job_config(tmp_path, demo_world, "cut")
-    assert _cen("run", str(full)).wait(timeout=600) == 0
-    proc = _cen("run", str(cut))
+    assert cen_process("run", str(full)).wait(timeout=600) == 0
+    proc = cen_process("run", str(cut))
     flags = tmp_path / "cut" / "dataset.zarr" / "shard_done" / "c"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -271,7 +257,7 @@ def test_killed_run_resumes_to_identical_store(tmp_path: Path, demo_world: Path)
     done_before = len(list(flags.iterdir()))
     total = len(list((tmp_path / "full" / "dataset.zarr" / "shard_done" / "c").iterdir()))
     assert 3 <= done_before < total
-    resumed = _cen("run", str(cut))
+    resumed = cen_process("run", str(cut))
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
     s = json.loads((tmp_path / "cut" / "summary.json").read_text())["ingest"]
