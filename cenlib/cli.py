@@ -142,6 +142,12 @@ def _run(config: Path, stages: tuple[str, ...], max_cost: float | None = None) -
     except (JobError, StoreError, PlanError, GridError, FileNotFoundError) as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print(
+            "[yellow]interrupted:[/] finished work is saved (store shards, prompt parts, "
+            "answers); run the same command again to resume"
+        )
+        raise typer.Exit(130) from None
     if failed(summary):
         raise typer.Exit(1)
 

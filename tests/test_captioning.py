@@ -178,7 +178,8 @@ def _run_config(tmp_path: Path, caption: dict) -> Path:
     return path
 
 
-def test_sigkill_then_resume_pays_for_no_answered_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def test_killed_then_resumed_pays_for_no_answered_key(tmp_path: Path, sig: int) -> None:
     write_prompts(tmp_path / "run", 150)
     with FakeOpenAI(api_key=CANARY_KEY, latency=0.05) as fake:
         caption = {
@@ -202,8 +203,18 @@ def test_sigkill_then_resume_pays_for_no_answered_key(tmp_path: Path) -> None:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the run finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=60)  # a Ctrl-C must end the run by itself
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.returncode != 0
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130
+            assert "run the same command again to resume" in (
+                proc.stdout.read() if proc.stdout else ""
+            )
         saved = done_keys(shards)
         n_first = len(fake.requests)
         assert 40 <= len(saved) < 150
