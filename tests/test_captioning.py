@@ -22,7 +22,7 @@ from conftest import CANARY_KEY
 from distributed import Client
 from openai_server import FakeOpenAI, random_faults
 
-from cenlib.captioning import run_captions
+from cenlib.captioning import read_prompts, run_captions
 from cenlib.captions.responses import done_keys, read_responses
 
 
@@ -323,3 +323,37 @@ def test_smollm2_endpoint_started_by_the_job_captions_for_real(
         import urllib.request
 
         urllib.request.urlopen(url + "/models", timeout=2)
+
+
+def test_token_limit_holds_for_the_cluster(tmp_path: Path, dask_client: Client) -> None:
+    """TPM over 2 workers: in any window, the prompt tokens (as we count them) plus max_tokens
+    of the requests the server received stay within the limit, as providers count them."""
+    from cenlib.captions import costs
+
+    window, max_tokens = 3.0, 100
+    write_prompts(tmp_path, 40)
+    per_request = max(
+        costs.message_tokens(p.messages) + max_tokens
+        for p in read_prompts(tmp_path / "prompts.jsonl")
+    )
+    limit = 8 * per_request  # about 8 requests per window
+    with FakeOpenAI(api_key=CANARY_KEY) as fake:
+        ep = endpoint(
+            fake.base_url, tokens_per_minute=int(limit * 60 / window), requests_per_minute=None
+        )
+        cfg = caption_config(ep, rate_window_s=window, max_tokens=max_tokens, batch_size=10)
+        report = run_captions(cfg, tmp_path, dask_client)
+        arrivals = sorted(
+            (q.t, costs.message_tokens(q.body["messages"]) + max_tokens)
+            for q in fake.requests
+            if q.body
+        )
+    assert report["captioned"] == 40
+    worst = max(sum(n for t, n in arrivals if t0 <= t < t0 + window) for t0, _ in arrivals)
+    assert worst <= limit
+    busiest = sorted(
+        sum(1 for t, _ in arrivals if t0 <= t < t0 + window)
+        for t0, _ in arrivals
+        if t0 + window <= arrivals[-1][0]
+    )
+    assert busiest[len(busiest) // 2] >= 6  # and the limit is used, not just obeyed
