@@ -52,6 +52,7 @@ from cenlib.captions.responses import (
 )
 from cenlib.config import CaptionConfig
 from cenlib.prompting import PROMPTS
+from cenlib.prompts.cen4v import split_answer
 
 RESPONSES_DIR = "responses"
 MERGED = "responses.jsonl"
@@ -74,12 +75,25 @@ class Prompt:
     style: str
     seed: int
     messages: list[dict[str, Any]]
+    patch_ids: tuple[str, ...] = ()  # a request for several patches (chatearthnet-4v)
+    fallback: tuple[list[dict[str, Any]], ...] = ()  # one request per patch, if the split fails
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.patch_ids or (self.patch_id,)
 
 
 def _parse(path: Path, where: str, line: bytes) -> Prompt:
     try:
         rec = json.loads(line)
-        return Prompt(rec["patch_id"], rec["style"], int(rec["seed"]), rec["messages"])
+        return Prompt(
+            rec["patch_id"],
+            rec["style"],
+            int(rec["seed"]),
+            rec["messages"],
+            tuple(rec.get("patch_ids") or ()),
+            tuple(rec.get("fallback") or ()),
+        )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CaptionError(
             f"{path}:{where} is not a prompt line ({e}); rebuild it with `cen prompt CONFIG`"
@@ -103,14 +117,22 @@ def read_prompts(path: Path) -> Iterator[Prompt]:
         yield _parse(path, str(n), line)
 
 
-def load_requests(path: Path, offsets: Sequence[int]) -> list[Request]:
-    """The requests of the prompt lines starting at ``offsets`` (read where they are)."""
+Unit = tuple[int, int]
+"""A request of the prompts file: (byte offset of its line, -1 for the line's request or k for
+the k-th patch's fallback request of a multi-patch line)."""
+
+
+def load_requests(path: Path, units: Sequence[Unit]) -> list[Request]:
+    """The requests of the prompt lines at ``units`` (read where they are)."""
     out = []
     with open(path, "rb") as f:
-        for off in offsets:
+        for off, sub in units:
             f.seek(off)
             p = _parse(path, f"byte {off}", f.readline())
-            out.append(Request((p.patch_id,), p.messages, p.seed, 0))
+            if sub < 0:
+                out.append(Request(p.ids, p.messages, p.seed, 0))
+            else:
+                out.append(Request((p.ids[sub],), p.fallback[sub], p.seed, 0))
     return out
 
 
@@ -118,7 +140,7 @@ def load_requests(path: Path, offsets: Sequence[int]) -> list[Request]:
 class CaptionTask:
     index: int
     prompts: str  # the prompts file; the task reads its own lines
-    offsets: tuple[int, ...]
+    units: tuple[Unit, ...]
     caption: CaptionConfig
     responses_dir: str
     writer_id: str
@@ -183,7 +205,7 @@ async def _answer_batch(
     # A task run again (its worker died) skips what its own shard already holds.
     own = Path(task.responses_dir) / f"{SHARD_PREFIX}{task.writer_id}{SUFFIX}"
     mine = {r.key for r in read_responses(own)} if own.is_file() else set()
-    requests = load_requests(Path(task.prompts), task.offsets)
+    requests = load_requests(Path(task.prompts), task.units)
     todo = [r for r in requests if not mine & set(pool.keys(r.messages).values())]
     with (
         ShardWriter(task.responses_dir, task.writer_id) as shard,
@@ -257,12 +279,14 @@ def caption_batch(
 
 @dataclass(frozen=True)
 class PromptRef:
-    """A prompt line, without its messages: where it is and its request key per model."""
+    """A prompt line, without its messages: where it is and its request keys per model (and,
+    for a multi-patch line, those of each patch's fallback request)."""
 
-    patch_id: str
+    patch_ids: tuple[str, ...]
     style: str
     offset: int
     keys: tuple[str, ...]
+    fallback_keys: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass
@@ -271,32 +295,64 @@ class Plan:
 
     path: Path
     refs: list[PromptRef]
-    todo: list[int]  # offsets of the unique, unanswered requests
-    answered: int  # prompts whose request is already answered
-    duplicates: int  # prompts that share a request with an earlier prompt
+    todo: list[Unit]  # the unique, unanswered requests
+    answered: int  # prompt lines whose request is already answered
+    duplicates: int  # prompt lines that share a request with an earlier one
 
 
 def plan_requests(path: Path, caption: CaptionConfig, responses_dir: Path) -> Plan:
-    """Stream the prompts once; keep their keys, not their messages (memory stays small)."""
+    """Stream the prompts once; keep their keys, not their messages (memory stays small).
+
+    A multi-patch line whose answer is stored but could not be split (see
+    :func:`split_failures`) has its fallback requests planned instead.
+    """
     done = done_keys(responses_dir) if responses_dir.is_dir() else set()
     models = sorted({e.model_name for e in caption.endpoints})
     params = caption.params
+
+    def keys_of(messages: list[dict[str, Any]]) -> tuple[str, ...]:
+        return tuple(request_key(m, messages, params) for m in models)
+
     seen: set[str] = set()
     refs: list[PromptRef] = []
-    todo: list[int] = []
+    todo: list[Unit] = []
     answered = duplicates = 0
     for n, offset, line in _lines(path):
         p = _parse(path, str(n), line)
-        keys = tuple(request_key(m, p.messages, params) for m in models)
-        refs.append(PromptRef(p.patch_id, p.style, offset, keys))
-        if any(k in done for k in keys):
+        ref = PromptRef(
+            p.ids, p.style, offset, keys_of(p.messages), tuple(keys_of(m) for m in p.fallback)
+        )
+        refs.append(ref)
+        if any(k in done for k in ref.keys):
             answered += 1
-        elif keys[0] in seen:
+        elif ref.keys[0] in seen:
             duplicates += 1
         else:
-            seen.add(keys[0])
-            todo.append(offset)
+            seen.add(ref.keys[0])
+            todo.append((offset, -1))
+    for ref, sub in split_failures(refs, responses_dir):
+        if not any(k in done for k in ref.fallback_keys[sub]):
+            todo.append((ref.offset, sub))
     return Plan(path, refs, todo, answered, duplicates)
+
+
+def _answers(responses_dir: Path, keys: set[str]) -> dict[str, str]:
+    if not keys or not responses_dir.is_dir():
+        return {}
+    return {r.key: r.content for r in read_responses(responses_dir) if r.key in keys}
+
+
+def split_failures(refs: Sequence[PromptRef], responses_dir: Path) -> list[tuple[PromptRef, int]]:
+    """(line, patch) pairs whose multi-patch answer is stored but does not split into one
+    caption per patch: they need their fallback request."""
+    multi = [r for r in refs if len(r.patch_ids) > 1]
+    answers = _answers(responses_dir, {k for r in multi for k in r.keys})
+    out: list[tuple[PromptRef, int]] = []
+    for ref in multi:
+        text = next((answers[k] for k in ref.keys if k in answers), None)
+        if text is not None and split_answer(text, len(ref.patch_ids)) is None:
+            out.extend((ref, i) for i in range(len(ref.patch_ids)))
+    return out
 
 
 def check_keys(caption: CaptionConfig) -> None:
@@ -376,23 +432,13 @@ def run_captions(
         report["seconds"] = round(time.perf_counter() - t0, 2)
         (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         return report
-    token = tokenize(caption.model_dump(mode="json"), len(plan.refs), time.time_ns())[:8]
-    batches = [
-        plan.todo[i : i + caption.batch_size] for i in range(0, len(plan.todo), caption.batch_size)
-    ]
-    tasks = [
-        CaptionTask(
-            i, str(plan.path), tuple(b), caption, str(responses_dir), f"caption-{token}-{i:05d}", i
-        )
-        for i, b in enumerate(batches)
-    ]
     if on_start is not None:
         on_start(len(plan.todo), plan.answered)
     limits = limits_of(caption)
-    limiter = ClusterRateLimiter.start(client, limits) if limits and tasks else None
+    limiter = ClusterRateLimiter.start(client, limits) if limits and plan.todo else None
     budget = (
         ClusterBudget.start(client, budget_limit, spent_so_far(responses_dir))
-        if budget_limit is not None and tasks
+        if budget_limit is not None and plan.todo
         else None
     )
     progress = Progress(on_update)
@@ -400,19 +446,17 @@ def run_captions(
     client.subscribe_topic(TOPIC, progress)  # type: ignore[no-untyped-call]
     try:
         with span("caption"):
-            futures = [
-                client.submit(
-                    caption_batch,
-                    t,
-                    limiter,
-                    budget,
-                    key=f"caption-{t.index:05d}-{token}",
-                    pure=False,
-                )
-                for t in tasks
+            results += _send(client, caption, plan.path, plan.todo, responses_dir, limiter, budget)
+            # Multi-patch answers that do not split: one request per patch, now.
+            planned, done = set(plan.todo), done_keys(responses_dir)
+            retry = [
+                (ref.offset, sub)
+                for ref, sub in split_failures(plan.refs, responses_dir)
+                if (ref.offset, sub) not in planned
+                and not any(k in done for k in ref.fallback_keys[sub])
             ]
-            for fut in as_completed(futures):  # type: ignore[no-untyped-call]
-                results.append(fut.result())
+            if retry:
+                results += _send(client, caption, plan.path, retry, responses_dir, limiter, budget)
     finally:
         client.unsubscribe_topic(TOPIC)  # type: ignore[no-untyped-call]
         if limiter is not None:
@@ -423,6 +467,39 @@ def run_captions(
     report["seconds"] = round(time.perf_counter() - t0, 2)
     (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
+
+
+def _send(
+    client: Client,
+    caption: CaptionConfig,
+    path: Path,
+    units: Sequence[Unit],
+    responses_dir: Path,
+    limiter: RateLimiter | None,
+    budget: Budget | None,
+) -> list[dict[str, Any]]:
+    """One Dask task per ``caption.batch_size`` requests; their results as they finish."""
+    token = tokenize(caption.model_dump(mode="json"), list(units), time.time_ns())[:8]
+    step = caption.batch_size
+    tasks = [
+        CaptionTask(
+            i,
+            str(path),
+            tuple(units[s : s + step]),
+            caption,
+            str(responses_dir),
+            f"caption-{token}-{i:05d}",
+            i,
+        )
+        for i, s in enumerate(range(0, len(units), step))
+    ]
+    futures = [
+        client.submit(
+            caption_batch, t, limiter, budget, key=f"caption-{t.index:05d}-{token}", pure=False
+        )
+        for t in tasks
+    ]
+    return [fut.result() for fut in as_completed(futures)]  # type: ignore[no-untyped-call]
 
 
 def _batch_api(caption: CaptionConfig, out: Path, plan: Plan) -> dict[str, Any]:
@@ -443,7 +520,7 @@ def _batch_api(caption: CaptionConfig, out: Path, plan: Plan) -> dict[str, Any]:
     requests = [
         BatchRequest(
             request_key(ep.model_name, r.messages, params),
-            r.patch_ids[0],
+            r.patch_label,
             {"model": ep.model_name, "messages": r.messages, **params},
         )
         for r in load_requests(plan.path, plan.todo)
@@ -494,28 +571,43 @@ def write_outputs(
     budget_limit: float | None,
 ) -> dict[str, Any]:
     responses_dir = out / RESPONSES_DIR
-    order = [p.patch_id for p in plan.refs]
+    order = [p.patch_ids[0] for p in plan.refs]
     merged = merge(responses_dir, out / MERGED, order=order)
     by_key = {r.key: r for r in read_responses(out / MERGED)}
     captioned = 0
     missing: list[str] = []
+    unsplit = 0
     tmp = out / f".{CAPTIONS}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for p in plan.refs:
             hit = next((by_key[k] for k in p.keys if k in by_key), None)
-            if hit is None:
-                missing.append(p.patch_id)
-                continue
-            captioned += 1
-            rec = {
-                "patch_id": p.patch_id,
-                "style": p.style,
-                "key": hit.key,
-                "endpoint": hit.endpoint,
-                "model": hit.model,
-                "caption": hit.content,
-            }
-            f.write(json.dumps(rec) + "\n")
+            parts: list[tuple[Response | None, str | None]]
+            if hit is None or len(p.patch_ids) == 1:
+                parts = [(hit, hit.content if hit else None)]
+            else:
+                split = split_answer(hit.content, len(p.patch_ids))
+                if split is not None:
+                    parts = [(hit, text) for text in split]
+                else:
+                    unsplit += 1
+                    parts = []
+                    for keys in p.fallback_keys:
+                        one = next((by_key[k] for k in keys if k in by_key), None)
+                        parts.append((one, one.content if one else None))
+            for pid, (resp, text) in zip(p.patch_ids, parts, strict=True):
+                if resp is None or text is None:
+                    missing.append(pid)
+                    continue
+                captioned += 1
+                rec = {
+                    "patch_id": pid,
+                    "style": p.style,
+                    "key": resp.key,
+                    "endpoint": resp.endpoint,
+                    "model": resp.model,
+                    "caption": text,
+                }
+                f.write(json.dumps(rec) + "\n")
     os.replace(tmp, out / CAPTIONS)
     letters = outstanding_dead_letters(responses_dir)
     with open(out / DEAD, "w", encoding="utf-8") as f:
@@ -545,6 +637,8 @@ def write_outputs(
     reasons = [r["skip_reason"] for r in results if r["skip_reason"]]
     return {
         "prompts": len(plan.refs),
+        "patches": sum(len(p.patch_ids) for p in plan.refs),
+        "multi_patch_answers_not_split": unsplit,
         "captioned": captioned,
         "sent_this_run": sum(v["requests"] for v in per_ep.values()),
         "answered_this_run": sum(v["answered"] for v in per_ep.values()),

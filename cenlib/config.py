@@ -214,6 +214,18 @@ class PromptConfig(_Record):
     style: str = "chatearthnet-3.5"
     seed: int = Field(0, ge=0, description="seeds the wording choices (nouns for amounts)")
     include_rgb: bool = Field(False, description="chatearthnet-4v: send the RGB image too")
+    per_request: int = Field(
+        1, ge=1, le=4, description="chatearthnet-4v: patches per request (their answer is split)"
+    )
+
+    @model_validator(mode="after")
+    def _batchable(self) -> PromptConfig:
+        if self.per_request > 1 and not self.style.startswith("chatearthnet-4v"):
+            raise ValueError(
+                f"per_request {self.per_request}: only chatearthnet-4v puts several patches in "
+                "one request; set per_request: 1 for this style"
+            )
+        return self
 
     @field_validator("style")
     @classmethod

@@ -31,7 +31,7 @@ from cenlib.analysis.stage import COUNTS_ARRAY, TABLE, slug
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES
 from cenlib.config import RunConfig
 from cenlib.preview import true_colour
-from cenlib.prompts import ClassLayout, PatchContext, build_messages, get_style
+from cenlib.prompts import ClassLayout, PatchContext, build_messages, cen4v, get_style
 from cenlib.store import array, fingerprint, open_group
 
 PROMPTS = "prompts.jsonl"
@@ -48,6 +48,7 @@ class PromptTask:
     seed: int
     include_rgb: bool
     part: str
+    per_request: int = 1
 
 
 def message_key(messages: list[dict[str, Any]]) -> str:
@@ -93,7 +94,7 @@ def prompt_block(task: PromptTask) -> dict[str, Any]:
     bands = [str(x) for x in np.asarray(array(g, "band")[:])]
     layouts = _layouts(task.table, a, b) if style.needs_grid else None
     size = int(array(g, "land_cover").shape[-1])
-    lines = []
+    items: list[tuple[str, PatchContext]] = []
     for i in np.flatnonzero(status == "ok"):
         rgb = None
         if task.include_rgb and style.needs_labels:
@@ -106,15 +107,34 @@ def prompt_block(task: PromptTask) -> dict[str, Any]:
             labels=labels[i] if labels is not None else None,
             rgb=rgb,
         )
-        messages = build_messages(task.style, ctx, task.seed, str(ids[i]))
-        rec = {
-            "patch_id": str(ids[i]),
-            "style": style.versioned,
-            "seed": task.seed,
-            "key": message_key(messages),
-            "messages": messages,
-        }
-        lines.append(json.dumps(rec) + "\n")
+        items.append((str(ids[i]), ctx))
+    lines = []
+    if task.per_request == 1:
+        for pid, ctx in items:
+            messages = build_messages(task.style, ctx, task.seed, pid)
+            rec = {
+                "patch_id": pid,
+                "style": style.versioned,
+                "seed": task.seed,
+                "key": message_key(messages),
+                "messages": messages,
+            }
+            lines.append(json.dumps(rec) + "\n")
+    else:  # chatearthnet-4v, several patches per request; each patch's own request as fallback
+        for s in range(0, len(items), task.per_request):
+            group = items[s : s + task.per_request]
+            pids = [pid for pid, _ in group]
+            messages = cen4v.build_batch_messages([c for _, c in group], task.seed, pids)
+            rec = {
+                "patch_id": ",".join(pids),
+                "patch_ids": pids,
+                "style": style.versioned,
+                "seed": task.seed,
+                "key": message_key(messages),
+                "messages": messages,
+                "fallback": [build_messages(task.style, c, task.seed, pid) for pid, c in group],
+            }
+            lines.append(json.dumps(rec) + "\n")
     tmp = f"{task.part}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(lines)
@@ -138,6 +158,7 @@ def run_prompts(cfg: RunConfig, url: str, client: Client) -> dict[str, Any]:
         style.versioned,
         cfg.prompt.seed,
         cfg.prompt.include_rgb,
+        cfg.prompt.per_request,
         step,
         os.path.getmtime(table),
     )[:8]
@@ -154,6 +175,7 @@ def run_prompts(cfg: RunConfig, url: str, client: Client) -> dict[str, Any]:
             cfg.prompt.seed,
             cfg.prompt.include_rgb,
             str(parts_dir / f"part-{i:05d}-{token}.jsonl"),
+            cfg.prompt.per_request,
         )
         for i, s in enumerate(range(0, n, step))
     ]

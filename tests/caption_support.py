@@ -11,6 +11,7 @@ import numpy as np
 from cenlib.captions.responses import request_key
 from cenlib.config import CaptionConfig, EndpointConfig
 from cenlib.prompts import PatchContext, build_messages
+from cenlib.prompts.cen4v import build_batch_messages
 
 KEY_ENV = "CEN_TEST_API_KEY"
 """Set by conftest before the session's cluster starts, so its workers inherit it."""
@@ -29,23 +30,31 @@ def label_maps(n: int, seed: int = 0) -> np.ndarray:
 
 
 def write_prompts(
-    out: Path, n: int, *, style: str = "chatearthnet-3.5", seed: int = 0
+    out: Path, n: int, *, style: str = "chatearthnet-3.5", seed: int = 0, per_request: int = 1
 ) -> list[str]:
-    """A run directory's ``prompts.jsonl`` with ``n`` prompts built like the prompt stage's."""
+    """A run directory's ``prompts.jsonl`` with ``n`` patches' prompts built like the prompt
+    stage's (``per_request`` > 1: chatearthnet-4v lines of several patches, with fallbacks)."""
     out.mkdir(parents=True, exist_ok=True)
-    ids = []
+    ids = [f"p{i:05d}" for i in range(n)]
+    ctxs = [PatchContext.from_labels(labels) for labels in label_maps(n, seed)]
     with open(out / "prompts.jsonl", "w", encoding="utf-8") as f:
-        for i, labels in enumerate(label_maps(n, seed)):
-            pid = f"p{i:05d}"
-            ctx = PatchContext.from_labels(labels)
-            msgs = build_messages(style, ctx, 0, pid)
-            f.write(
-                json.dumps(
-                    {"patch_id": pid, "style": style, "seed": 0, "key": "", "messages": msgs}
-                )
-            )
-            f.write("\n")
-            ids.append(pid)
+        for s in range(0, n, per_request):
+            group = list(zip(ids[s : s + per_request], ctxs[s : s + per_request], strict=True))
+            if per_request == 1:
+                pid, ctx = group[0]
+                rec: dict[str, Any] = {
+                    "patch_id": pid,
+                    "messages": build_messages(style, ctx, 0, pid),
+                }
+            else:
+                pids = [p for p, _ in group]
+                rec = {
+                    "patch_id": ",".join(pids),
+                    "patch_ids": pids,
+                    "messages": build_batch_messages([c for _, c in group], 0, pids),
+                    "fallback": [build_messages(style, c, 0, p) for p, c in group],
+                }
+            f.write(json.dumps({**rec, "style": style, "seed": 0, "key": ""}) + "\n")
     return ids
 
 

@@ -357,3 +357,37 @@ def test_token_limit_holds_for_the_cluster(tmp_path: Path, dask_client: Client) 
         if t0 + window <= arrivals[-1][0]
     )
     assert busiest[len(busiest) // 2] >= 6  # and the limit is used, not just obeyed
+
+
+def test_4v_several_patches_per_request_split_or_fall_back(
+    tmp_path: Path, dask_client: Client
+) -> None:
+    """Grouped 4v requests: answers that split give one caption per patch; answers that do not
+    are followed by each patch's own request, and only those."""
+    ids = write_prompts(tmp_path, 10, style="chatearthnet-4v", per_request=4)
+
+    def responder(request: dict) -> str:
+        text = request["messages"][-1]["content"][0]["text"]
+        n = sum(p["type"] == "image_url" for p in request["messages"][-1]["content"])
+        if n == 1:
+            return "A single patch: fields and a river."
+        if "images 1 and 2" in text or n == 2:  # the last group: an answer that does not split
+            return "Two pictures of fields, described together."
+        return "\n\n".join(f"Image {k}: scene {k} of {n}." for k in range(1, n + 1))
+
+    with FakeOpenAI(responder=responder, api_key=CANARY_KEY) as fake:
+        report = run_captions(caption_config(endpoint(fake.base_url)), tmp_path, dask_client)
+        images = [
+            sum(p["type"] == "image_url" for p in q.body["messages"][-1]["content"])
+            for q in fake.requests
+            if q.body
+        ]
+        again = run_captions(caption_config(endpoint(fake.base_url)), tmp_path, dask_client)
+        assert len(fake.requests) == len(images)  # the re-run sent nothing
+    assert sorted(images) == [1, 1, 2, 4, 4]  # 3 grouped requests + 2 fallbacks
+    caps = {c["patch_id"]: c["caption"] for c in read_jsonl(tmp_path / "captions.jsonl")}
+    assert sorted(caps) == ids
+    assert caps["p00000"] == "scene 1 of 4." and caps["p00007"] == "scene 4 of 4."
+    assert caps["p00008"] == caps["p00009"] == "A single patch: fields and a river."
+    assert report["captioned"] == 10 and report["multi_patch_answers_not_split"] == 1
+    assert again["captioned"] == 10 and again["sent_this_run"] == 0

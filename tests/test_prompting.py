@@ -14,7 +14,7 @@ import pytest
 from distributed import Client
 
 from cenlib.analysis import analyze_store, region_counts
-from cenlib.config import RunConfig, parse_config
+from cenlib.config import ConfigError, RunConfig, parse_config
 from cenlib.grid import Grid
 from cenlib.ingest import run_ingest
 from cenlib.prompting import PROMPTS, run_prompts
@@ -115,3 +115,30 @@ def test_cli_preview_prints_the_documented_json(tmp_path: Path) -> None:
         [cen, "prompt", "preview", "--labels", str(bad)], capture_output=True, text=True
     )
     assert r.returncode == 2 and "class indices 0..11" in r.stderr
+
+
+def test_4v_groups_patches_per_request_with_fallbacks(
+    analysed: tuple[RunConfig, str], dask_client: Client
+) -> None:
+    base, url = analysed
+    prompt = base.prompt.model_copy(update={"style": "chatearthnet-4v", "per_request": 4})
+    cfg = base.model_copy(update={"prompt": prompt})
+    run_prompts(cfg, url, dask_client)
+    recs = _read(cfg.output / PROMPTS)
+    g = open_group(url)
+    ok_ids = [str(i) for i, st in zip(g["patch_id"][:], g["status"][:], strict=True) if st == "ok"]
+    assert [pid for r in recs for pid in r["patch_ids"]] == ok_ids  # each once, in order
+    for r in recs:
+        n = len(r["patch_ids"])
+        assert 1 <= n <= 4 and r["patch_id"] == ",".join(r["patch_ids"])
+        images = [p for p in r["messages"][-1]["content"] if p["type"] == "image_url"]
+        assert len(images) == n and len(r["fallback"]) == n
+        # Each fallback is exactly the patch's own single-patch request.
+        for fb in r["fallback"]:
+            assert sum(p["type"] == "image_url" for p in fb[-1]["content"]) == 1
+    assert max(len(r["patch_ids"]) for r in recs) == 4
+
+
+def test_per_request_is_only_for_4v() -> None:
+    with pytest.raises(ConfigError, match="per_request"):
+        parse_config({"prompt": {"style": "chatearthnet-3.5", "per_request": 2}})
