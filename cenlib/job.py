@@ -289,6 +289,17 @@ def failed(summary: dict[str, Any]) -> bool:
     )
 
 
+def _first_caption(path: Path) -> tuple[str, str] | None:
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        line = f.readline()
+    if not line.strip():
+        return None
+    rec = json.loads(line)
+    return str(rec["patch_id"]), str(rec["caption"])
+
+
 def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
     if "plan" in summary:
         p = summary["plan"]
@@ -323,6 +334,9 @@ def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
             f"spent ${c['cost_this_run']:.4f} now, ${c['cost_total']:.4f} in all -> "
             f"{c['files']['captions']}"
         )
+        first = _first_caption(Path(c["files"]["captions"]))
+        if first:
+            console.print(f"  e.g. {first[0]}: [italic]{first[1][:300]}[/]")
     table = Table(title=f"run directory {out}")
     table.add_column("file")
     table.add_column("bytes", justify="right")
