@@ -60,7 +60,6 @@ saved, so a callback that raises simulates a crash at that point): ``wrote: ...`
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -85,6 +84,7 @@ from cenlib.captions.responses import (
     Response,
     ShardWriter,
     done_keys,
+    write_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -184,26 +184,6 @@ class _Written:
     sha256: str
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader (or a crash) sees the old file or the new."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_files(
     requests: Iterable[BatchRequest], directory: Path, max_requests: int, max_bytes: int
 ) -> list[_Written]:
@@ -238,7 +218,7 @@ def _write_files(
     for i, (model, lines) in enumerate(chunks):
         data = b"".join(lines)
         path = directory / f"requests-{i:03d}.jsonl"
-        _write_atomic(path, data)
+        write_atomic(path, data)
         out.append(_Written(path, model, len(lines), len(data), hashlib.sha256(data).hexdigest()))
     keep = {w.path.name for w in out}
     for stale in directory.iterdir():
@@ -485,7 +465,7 @@ class _Runner:
 
     def _save(self) -> None:
         data = json.dumps(asdict(self.state), indent=1, ensure_ascii=True).encode("ascii")
-        _write_atomic(self.state_path, data)
+        write_atomic(self.state_path, data)
 
     def _say(self, message: str) -> None:
         log.info("%s", message)
@@ -550,7 +530,7 @@ class _Runner:
     ) -> _Round:
         directory = self.work_dir / run.dir / f"round-{n}"
         written = _write_files(requests, directory, max_requests, max_bytes)
-        _write_atomic(
+        write_atomic(
             directory / "patches.json",
             json.dumps({r.key: r.patch_id for r in requests}, ensure_ascii=True).encode("ascii"),
         )
@@ -817,7 +797,7 @@ class _Runner:
                 raise BatchAPIError(
                     f"downloading the {kind} file {file_id} of {f.where()} failed: {e}"
                 ) from e
-            _write_atomic(self._result_path(f, kind), data)
+            write_atomic(self._result_path(f, kind), data)
         f.downloaded = True
         self._save()
         self._say(f"downloaded: {f.where()}: {f.status}")

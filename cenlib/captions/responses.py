@@ -301,6 +301,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomic(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a crash) sees the old file or the new,
+    never a part: a temporary file in the same directory, fsync'd, renamed over ``path``, and
+    the directory fsync'd."""
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in [data] if isinstance(data, bytes) else data:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(out.parent)
+
+
 def _cut_torn_tail(fd: int) -> int:
     """Truncate a last line that has no newline (a torn write); the number of bytes cut."""
     size = os.fstat(fd).st_size
@@ -733,19 +753,7 @@ def merge(
         unordered = sum(1 for k in keys if best[k].record.patch_id not in pos)
         keys.sort(key=lambda k: pos.get(best[k].record.patch_id, last))  # stable: then by key
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as f:
-            for k in keys:
-                f.write(best[k].record.to_line())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(out.parent)
+    write_atomic(out, (best[k].record.to_line() for k in keys))
     for b in bad:
         log.warning("merge skipped %s", b)
     if duplicates:
