@@ -104,3 +104,12 @@ def test_weights_route_traffic() -> None:
     picks = [pool.choose(set())[0] for _ in range(4000)]
     share = picks.count("heavy") / len(picks)
     assert 0.72 < share < 0.78
+
+
+def test_every_endpoint_off_gives_dead_letters_that_say_why() -> None:
+    with FakeOpenAI(api_key="sk-other") as fake:
+        pool = Pool(caption_config(endpoint(fake.base_url, name="only", max_concurrency=1)))
+        outs = asyncio.run(_run_all(pool, 3))
+        assert len(fake.requests) == 1  # the first 401 turns it off; nothing more is sent
+    assert all(o.dead is not None for o in outs)
+    assert all("only is off" in o.dead.error and "401" in o.dead.error for o in outs if o.dead)

@@ -205,6 +205,9 @@ class Pool:
             name, wait = self.choose(avoid)
             if name is None:
                 if wait < 0:
+                    why = [f"{n} is off ({b.off})" for n, b in self.breakers.items() if b.off]
+                    why += [f"{n} refused it" for n in sorted(avoid)]
+                    last_error = "no endpoint can take this request: " + "; ".join(why)
                     break
                 await asyncio.sleep(wait)
                 continue
