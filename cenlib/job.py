@@ -92,6 +92,7 @@ def source_urls(cfg: RunConfig, console: Console) -> Iterator[tuple[dict[str, st
 
 
 STAGES = ("plan", "ingest", "analyze", "prompt", "caption")
+INGEST_PHASES = ("search", "ingest")  # the failure records `cen ingest` writes
 
 
 class JobError(RuntimeError):
@@ -231,6 +232,21 @@ def _caption(
             raise JobError(str(e)) from None
 
 
+def reset_failures(out: Path, stages: tuple[str, ...]) -> None:
+    """Drop the failure records the stages about to run write again: all of them when the plan
+    runs (the run starts over); the search and ingest records when ingest runs without it (the
+    plan's own search records, stage ``search-areas``, stay)."""
+    path = out / "failures.jsonl"
+    if "plan" in stages:
+        path.write_text("", encoding="utf-8")
+    elif "ingest" in stages and path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = [
+            ln for ln in lines if ln.strip() and json.loads(ln).get("stage") not in INGEST_PHASES
+        ]
+        path.write_text("".join(keep), encoding="utf-8")
+
+
 def run_job(
     cfg: RunConfig,
     console: Console | None = None,
@@ -243,8 +259,7 @@ def run_job(
     out = cfg.output
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    if {"plan", "ingest"} & set(stages):
-        (out / "failures.jsonl").write_text("", encoding="utf-8")
+    reset_failures(out, stages)
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"name": cfg.name, "output": str(out), "stages": list(stages)}
     needs_sources = bool({"plan", "ingest"} & set(stages))

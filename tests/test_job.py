@@ -134,3 +134,17 @@ def test_job_on_an_existing_scheduler(tmp_path: Path, demo_world: Path) -> None:
         for p in (worker, sched):
             p.terminate()
             p.wait(timeout=30)
+
+
+def test_ingest_alone_keeps_the_plans_failure_records(tmp_path: Path) -> None:
+    from cenlib.job import reset_failures
+
+    rows = [{"stage": s, "reason": f"r-{s}"} for s in ("search-areas", "search", "ingest")]
+    path = tmp_path / "failures.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reset_failures(tmp_path, ("analyze", "prompt", "caption"))
+    assert len(path.read_text().splitlines()) == 3  # later stages leave them alone
+    reset_failures(tmp_path, ("ingest",))
+    assert [json.loads(ln)["stage"] for ln in path.read_text().splitlines()] == ["search-areas"]
+    reset_failures(tmp_path, ("plan", "ingest"))
+    assert path.read_text() == ""
