@@ -428,7 +428,11 @@ def run_captions(
     plan = plan_requests(out / PROMPTS, caption, responses_dir)
     budget_limit = max_cost if max_cost is not None else caption.max_cost
     if caption.mode == "batch-api":
-        report = write_outputs(caption, out, plan, [_batch_api(caption, out, plan)], budget_limit)
+        passes = [_batch_api(caption, out, plan.path, plan.todo)]
+        retry = unsplit_retries(plan, responses_dir)
+        if retry:
+            passes.append(_batch_api(caption, out, plan.path, retry))
+        report = write_outputs(caption, out, plan, passes, budget_limit)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         return report
@@ -448,13 +452,7 @@ def run_captions(
         with span("caption"):
             results += _send(client, caption, plan.path, plan.todo, responses_dir, limiter, budget)
             # Multi-patch answers that do not split: one request per patch, now.
-            planned, done = set(plan.todo), done_keys(responses_dir)
-            retry = [
-                (ref.offset, sub)
-                for ref, sub in split_failures(plan.refs, responses_dir)
-                if (ref.offset, sub) not in planned
-                and not any(k in done for k in ref.fallback_keys[sub])
-            ]
+            retry = unsplit_retries(plan, responses_dir)
             if retry:
                 results += _send(client, caption, plan.path, retry, responses_dir, limiter, budget)
     finally:
@@ -502,7 +500,17 @@ def _send(
     return [fut.result() for fut in as_completed(futures)]  # type: ignore[no-untyped-call]
 
 
-def _batch_api(caption: CaptionConfig, out: Path, plan: Plan) -> dict[str, Any]:
+def unsplit_retries(plan: Plan, responses_dir: Path) -> list[Unit]:
+    """Fallback requests still to send after a pass: multi-patch answers that did not split."""
+    planned, done = set(plan.todo), done_keys(responses_dir)
+    return [
+        (ref.offset, sub)
+        for ref, sub in split_failures(plan.refs, responses_dir)
+        if (ref.offset, sub) not in planned and not any(k in done for k in ref.fallback_keys[sub])
+    ]
+
+
+def _batch_api(caption: CaptionConfig, out: Path, path: Path, units: list[Unit]) -> dict[str, Any]:
     """``caption.mode: batch-api``: the OpenAI Batch API of the first endpoint (see
     :mod:`cenlib.captions.batch_api`); resumable from ``<run>/batch-api/state.json``."""
     import openai
@@ -523,7 +531,7 @@ def _batch_api(caption: CaptionConfig, out: Path, plan: Plan) -> dict[str, Any]:
             r.patch_label,
             {"model": ep.model_name, "messages": r.messages, **params},
         )
-        for r in load_requests(plan.path, plan.todo)
+        for r in load_requests(path, units)
     ]
 
     def price(tokens_in: int | None, tokens_out: int | None) -> float | None:

@@ -391,3 +391,24 @@ def test_4v_several_patches_per_request_split_or_fall_back(
     assert caps["p00008"] == caps["p00009"] == "A single patch: fields and a river."
     assert report["captioned"] == 10 and report["multi_patch_answers_not_split"] == 1
     assert again["captioned"] == 10 and again["sent_this_run"] == 0
+
+
+def test_batch_api_mode_falls_back_for_unsplit_4v_answers(
+    tmp_path: Path, dask_client: Client
+) -> None:
+    ids = write_prompts(tmp_path, 6, style="chatearthnet-4v", per_request=3)
+
+    def responder(request: dict) -> str:
+        parts = request["messages"][-1]["content"]
+        if sum(p["type"] == "image_url" for p in parts) == 1:
+            return "One patch alone."
+        return "Three scenes, told together without numbers."  # does not split
+
+    with FakeOpenAI(responder=responder, api_key=CANARY_KEY) as fake:
+        cfg = caption_config(endpoint(fake.base_url), mode="batch-api", poll_s=0.05)
+        report = run_captions(cfg, tmp_path, dask_client)
+        uploads = len(fake.uploads())
+    caps = {c["patch_id"]: c["caption"] for c in read_jsonl(tmp_path / "captions.jsonl")}
+    assert sorted(caps) == ids and set(caps.values()) == {"One patch alone."}
+    assert uploads == 2  # the grouped requests, then the 6 fallbacks, in the same run
+    assert report["multi_patch_answers_not_split"] == 2
