@@ -113,3 +113,20 @@ def test_every_endpoint_off_gives_dead_letters_that_say_why() -> None:
         assert len(fake.requests) == 1  # the first 401 turns it off; nothing more is sent
     assert all(o.dead is not None for o in outs)
     assert all("only is off" in o.dead.error and "401" in o.dead.error for o in outs if o.dead)
+
+
+def test_a_failed_request_is_retried_on_another_endpoint() -> None:
+    """Failover is per request: after a failure, the retry goes elsewhere when another endpoint
+    is ready, however the weights lean (here the breaker never opens to help)."""
+    with (
+        FakeOpenAI(faults=lambda n, body: "500", api_key=CANARY_KEY) as broken,
+        FakeOpenAI(api_key=CANARY_KEY) as good,
+    ):
+        eps = (
+            endpoint(broken.base_url, name="broken", weight=100.0),
+            endpoint(good.base_url, name="good"),
+        )
+        pool = Pool(caption_config(*eps, max_attempts=2, breaker_failures=1000))
+        outs = asyncio.run(_run_all(pool, 30))
+    assert all(o.response is not None and o.response.endpoint == "good" for o in outs)
+    assert all(o.response.attempts <= 2 for o in outs if o.response)

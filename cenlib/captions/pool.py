@@ -137,8 +137,9 @@ class Pool:
 
     # ---- routing ----------------------------------------------------------------------------
 
-    def choose(self, avoid: set[str]) -> tuple[str | None, float]:
-        """An endpoint to send to now, or (None, seconds until one may be usable)."""
+    def choose(self, avoid: set[str], failed: str | None = None) -> tuple[str | None, float]:
+        """An endpoint to send to now, or (None, seconds until one may be usable). ``failed``
+        (the endpoint this request just failed on) is taken only if no other is ready."""
         now = self.clock()
         ready = [
             n
@@ -147,6 +148,8 @@ class Pool:
         ]
         if not ready:  # paused ones still beat waiting for an open circuit
             ready = [n for n, b in self.breakers.items() if n not in avoid and b.usable(now)]
+        if failed in ready and len(ready) > 1:
+            ready.remove(failed)
         if ready:
             weights = [self.endpoints[n].weight for n in ready]
             return self.rng.choices(ready, weights)[0], 0.0
@@ -202,7 +205,7 @@ class Pool:
         avoid: set[str] = set()  # endpoints that refused this request
         last_ep, last_error = "", "no endpoint could be tried"
         while attempts < self.caption.max_attempts:
-            name, wait = self.choose(avoid)
+            name, wait = self.choose(avoid, last_ep or None)
             if name is None:
                 if wait < 0:
                     why = [f"{n} is off ({b.off})" for n, b in self.breakers.items() if b.off]
