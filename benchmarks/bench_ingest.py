@@ -21,11 +21,11 @@ from _timing import best_of
 
 from cenlib.config import parse_config
 from cenlib.grid import Grid
-from cenlib.ingest import IngestParams, ingest_patch, make_tasks, params_from, run_ingest
-from cenlib.read import GDAL_ENV, Readers
+from cenlib.ingest.read import GDAL_ENV, Readers
+from cenlib.ingest.stage import IngestParams, ingest_patch, make_tasks, params_from, run_ingest
+from cenlib.ingest.store import StoreSpec
 from cenlib.stac.search import SearchRequest, search
 from cenlib.stac.server import serve_world
-from cenlib.store import StoreSpec
 from cenlib.world.build import ensure_world
 
 SHARD = 4

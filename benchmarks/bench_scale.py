@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from cenlib.analysis import analyze_store
 from cenlib.config import parse_config
-from cenlib.prompting import run_prompts
-from cenlib.store import ShardData, StoreSpec, create_or_open, write_shard
+from cenlib.ingest.store import ShardData, StoreSpec, create_or_open, write_shard
+from cenlib.prompts.stage import run_prompts
 
 N = int(os.environ.get("CEN_BENCH_PATCHES", "163488"))
 SHARD = 16  # the default ingest.shard_patches

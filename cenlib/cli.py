@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from cenlib.config import ConfigError, RunConfig, load_config
+from cenlib.errors import CenError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -132,23 +133,25 @@ def stac_search(
 
 
 def _run(config: Path, stages: tuple[str, ...], max_cost: float | None = None) -> None:
-    from cenlib.grid import GridError
-    from cenlib.job import JobError, failed, run_job
-    from cenlib.plan import PlanError
-    from cenlib.store import StoreError
+    from cenlib.job import incomplete, run_job
 
     try:
         summary = run_job(_load(config), stages=stages, max_cost=max_cost)
-    except (JobError, StoreError, PlanError, GridError, FileNotFoundError) as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
+    except CenError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(e.exit_code) from e
+    except FileNotFoundError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from e
+    except KeyboardInterrupt as e:
         err.print(
             "[yellow]interrupted:[/] finished work is saved (store shards, prompt parts, "
             "answers); run the same command again to resume"
         )
-        raise typer.Exit(130) from None
-    if failed(summary):
+        raise typer.Exit(130) from e
+    why = incomplete(summary)
+    if why:
+        err.print(f"[yellow]incomplete:[/] {why}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -189,7 +192,7 @@ def caption(
 ) -> None:
     """Caption every prompt through the endpoint pool (resumes; never pays twice for a key)."""
     if estimate:
-        from cenlib.caption_estimate import print_estimate
+        from cenlib.captions.estimate import print_estimate
 
         try:
             print_estimate(_load(config))
@@ -221,7 +224,7 @@ def prompt(
     if target != "preview":
         _run(Path(target), ("prompt",))
         return
-    from cenlib.prompt_preview import PreviewError, preview_labels
+    from cenlib.prompts.preview import PreviewError, preview_labels
 
     if labels is None:
         err.print("[red]error:[/] preview needs --labels FILE.npy")

@@ -14,12 +14,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cenlib.errors import CenError
+
 # An area of interest: lon/lat bounding box in EPSG:4326.
 BBox = tuple[float, float, float, float]
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class ConfigError(ValueError):
+class ConfigError(CenError, ValueError):
     """A run configuration that cannot be used; the message says where and how to fix it."""
 
 

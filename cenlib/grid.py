@@ -18,13 +18,18 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import shapely
 from affine import Affine
 from odc.geo import geom
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
+
+from cenlib.errors import CenError
+
+if TYPE_CHECKING:
+    from cenlib.config import GridConfig
 
 GridKind = Literal["chatearthnet", "utm"]
 # Half the equatorial circumference of the WGS 84 sphere used by Web Mercator.
@@ -34,7 +39,7 @@ _CEN_ID = re.compile(r"^(\d+)_(\d+)_patch([01])([01])$")
 _UTM_ID = re.compile(r"^utm(32[67]\d\d)_(-?\d+)_(-?\d+)$")
 
 
-class GridError(ValueError):
+class GridError(CenError, ValueError):
     """A patch id or grid parameter that does not name a patch."""
 
 
@@ -203,3 +208,40 @@ def _is_utm(epsg: int) -> bool:
 def _to(lon: float, lat: float, crs: CRS) -> tuple[float, float]:
     x, y = geom.point(lon, lat, "epsg:4326").to_crs(crs).coords[0]
     return float(x), float(y)
+
+
+def grid_for(cfg: GridConfig) -> Grid:
+    """The :class:`Grid` a grid configuration describes."""
+    return Grid(cfg.kind, cfg.zoom, cfg.patch_size, cfg.utm_epsg)
+
+
+def patch_xy(key: PatchKey) -> tuple[int, int]:
+    """Integer patch position in its grid and zone: ChatEarthNet patches count in half tiles
+    (x east, y south); UTM patches are (col, row), rows counting northwards."""
+    if key.grid == "chatearthnet":
+        return 2 * key.col + key.sub % 2, 2 * key.row + key.sub // 2
+    return key.col, key.row
+
+
+# Z-order bit spreading: (shift, mask keeping alternate runs of `shift` bits) pairs.
+_MORTON = tuple((s, sum(1 << i for i in range(64) if not (i // s) % 2)) for s in (16, 8, 4, 2, 1))
+
+
+def _spread(v: int) -> int:
+    """Interleave zeros between the 32 low bits of v."""
+    v &= 0xFFFFFFFF
+    for shift, mask in _MORTON:
+        v = (v | v << shift) & mask
+    return v
+
+
+def spatial_order(key: PatchKey) -> tuple[str, int, int]:
+    """Sort key: grid, zone, then the Z-order (Morton) index of the patch.
+
+    Z-order keeps any run of consecutive patches in a compact block (row-major order would make
+    strips), so shards of a plan read few COG tiles and search few scenes.
+    """
+    x, y = patch_xy(key)
+    if key.grid == "utm":
+        y = -y  # Z-order runs north to south on both grids
+    return key.grid, key.zone, _spread(x + 2**31) | _spread(y + 2**31) << 1

@@ -26,14 +26,17 @@ from rich.progress import (
 from rich.table import Table
 
 from cenlib.analysis import analyze_store
-from cenlib.captioning import CaptionError, run_captions
+from cenlib.captions.stage import CaptionError, run_captions
 from cenlib.cluster import make_client
 from cenlib.config import CaptionConfig, RunConfig
-from cenlib.ingest import failure_rows, run_ingest, store_url
-from cenlib.plan import grid_for, keys_from_plan, make_plan, read_plan, write_plan
-from cenlib.preview import contact_sheet
-from cenlib.prompting import run_prompts
-from cenlib.search import Aoi, patch_groups, read_items, run_search
+from cenlib.errors import CenError
+from cenlib.grid import grid_for
+from cenlib.ingest.sheet import contact_sheet
+from cenlib.ingest.stage import failure_rows, run_ingest, store_url
+from cenlib.io import clear_failures, replace_failures
+from cenlib.plan.stage import keys_from_plan, make_plan, read_plan, write_plan
+from cenlib.prompts.stage import run_prompts
+from cenlib.search.stage import Aoi, patch_groups, read_items, run_search
 from cenlib.stac.server import serve_world
 from cenlib.world.build import count_steps, ensure_world, is_current, read_manifest
 
@@ -92,10 +95,9 @@ def source_urls(cfg: RunConfig, console: Console) -> Iterator[tuple[dict[str, st
 
 
 STAGES = ("plan", "ingest", "analyze", "prompt", "caption")
-INGEST_PHASES = ("search", "ingest")  # the failure records `cen ingest` writes
 
 
-class JobError(RuntimeError):
+class JobError(CenError, RuntimeError):
     """The run cannot go on (a missing plan, a store of another run): says what to do."""
 
 
@@ -161,11 +163,7 @@ def _ingest(
             bar.update(task, total=total, completed=done)
 
         ingest = run_ingest(cfg, keys, s2, wc, urls, client, start, lambda _r: bar.advance(task))
-    rows = failure_rows(ingest["store"])
-    with open(out / "failures.jsonl", "a", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    ingest["failure_rows"] = len(rows)
+    ingest["failure_rows"] = replace_failures(out, ["ingest"], failure_rows(ingest["store"]))
     sheet = contact_sheet(ingest["store"], out / "preview.png")
     if sheet is not None:
         console.print(f"preview of ingested patches: [bold]{sheet}[/]")
@@ -229,22 +227,7 @@ def _caption(
                 caption, cfg.output, client, max_cost=max_cost, on_start=start, on_update=update
             )
         except CaptionError as e:
-            raise JobError(str(e)) from None
-
-
-def reset_failures(out: Path, stages: tuple[str, ...]) -> None:
-    """Drop the failure records the stages about to run write again: all of them when the plan
-    runs (the run starts over); the search and ingest records when ingest runs without it (the
-    plan's own search records, stage ``search-areas``, stay)."""
-    path = out / "failures.jsonl"
-    if "plan" in stages:
-        path.write_text("", encoding="utf-8")
-    elif "ingest" in stages and path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        keep = [
-            ln for ln in lines if ln.strip() and json.loads(ln).get("stage") not in INGEST_PHASES
-        ]
-        path.write_text("".join(keep), encoding="utf-8")
+            raise JobError(str(e)) from e
 
 
 def run_job(
@@ -259,7 +242,8 @@ def run_job(
     out = cfg.output
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    reset_failures(out, stages)
+    if "plan" in stages:
+        clear_failures(out)  # a new plan starts the run over; later stages replace their own
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"name": cfg.name, "output": str(out), "stages": list(stages)}
     needs_sources = bool({"plan", "ingest"} & set(stages))
@@ -296,12 +280,21 @@ def run_job(
     return summary
 
 
-def failed(summary: dict[str, Any]) -> bool:
-    """Whether a run lost work it should not have (searches that failed); exit code 1."""
-    return bool(
-        summary.get("search", {}).get("failed")
-        or summary.get("plan", {}).get("search", {}).get("failed")
-    )
+def incomplete(summary: dict[str, Any]) -> str:
+    """Why a run did not finish its work (failed searches, caption dead letters, prompts the
+    budget left), or "" when it did; ``cen`` and ``jobs/`` exit 1 when this is not empty."""
+    why = []
+    failed = summary.get("search", {}).get("failed", 0) + summary.get("plan", {}).get(
+        "search", {}
+    ).get("failed", 0)
+    if failed:
+        why.append(f"{failed} searches failed (see failures.jsonl)")
+    cap = summary.get("caption", {})
+    if cap.get("dead_letters"):
+        why.append(f"{cap['dead_letters']} caption dead letters (see dead_letters.jsonl)")
+    if cap.get("skipped"):
+        why.append(f"{cap['skipped']} prompts left by the budget (raise caption.max_cost)")
+    return "; ".join(why)
 
 
 def _first_caption(path: Path) -> tuple[str, str] | None:

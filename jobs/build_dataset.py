@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cenlib.config import ConfigError, load_config
-from cenlib.job import failed, run_job
+from cenlib.config import load_config
+from cenlib.errors import CenError
+from cenlib.job import incomplete, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,12 +19,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="YAML run configuration")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
+        summary = run_job(load_config(args.config))
+    except CenError as e:  # the same one-line messages and exit codes as `cen run`
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = run_job(cfg)
-    return 1 if failed(summary) else 0
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished work is saved; run the same command to resume", file=sys.stderr
+        )
+        return 130
+    why = incomplete(summary)
+    if why:
+        print(f"incomplete: {why}", file=sys.stderr)
+    return 1 if why else 0
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import numpy as np
 
 from cenlib.captions.responses import request_key
 from cenlib.config import CaptionConfig, EndpointConfig
-from cenlib.prompts import PatchContext, build_messages
 from cenlib.prompts.cen4v import build_batch_messages
+from cenlib.prompts.styles import PatchContext, build_messages
 
 KEY_ENV = "CEN_TEST_API_KEY"
 """Set by conftest before the session's cluster starts, so its workers inherit it."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import xarray as xr
 import yaml
 
-from cenlib.plan import read_plan
+from cenlib.plan.stage import read_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-do-not-leak-4242"

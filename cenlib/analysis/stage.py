@@ -54,7 +54,8 @@ from zarr.codecs import ZstdCodec
 from cenlib.analysis.kernels import REGIONS, fractions, region_counts
 from cenlib.analysis.layout import LAYOUT_DTYPE, LAYOUT_FIELDS, layout
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES
-from cenlib.store import array, fingerprint, open_group
+from cenlib.ingest.store import array, open_group
+from cenlib.io import stable_hash
 
 ANALYSIS_VERSION = 1
 TABLE = "analysis.parquet"
@@ -191,7 +192,7 @@ def analyze_store(
     rewrites ``region_counts`` and the table, so the outputs always match the store.
     """
     n, per_task, store_fp = _prepare(url, batch)
-    token = fingerprint(url, store_fp, ANALYSIS_VERSION, per_task, factor)[:8]
+    token = stable_hash(url, store_fp, ANALYSIS_VERSION, per_task, factor)[:8]
     tasks = [
         AnalyzeTask(url, i, a, min(a + per_task, n), factor)
         for i, a in enumerate(range(0, n, per_task))

@@ -13,5 +13,5 @@
   states nothing the statistics do not support.
 - :mod:`.smollm2`: the real local LLM (SmolLM2-135M-Instruct) on loopback, for offline runs.
 
-The stage itself is :mod:`cenlib.captioning`.
+The stage itself is :mod:`cenlib.captions.stage`.
 """

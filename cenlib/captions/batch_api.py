@@ -84,8 +84,9 @@ from cenlib.captions.responses import (
     Response,
     ShardWriter,
     done_keys,
-    write_atomic,
 )
+from cenlib.errors import CenError
+from cenlib.io import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ Price = Callable[[int | None, int | None], float | None]
 T = TypeVar("T")
 
 
-class BatchAPIError(RuntimeError):
+class BatchAPIError(CenError, RuntimeError):
     """A step of a batch run failed; the message names the file, batch and line at fault."""
 
 

@@ -70,6 +70,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Final, Generic, Self, TypeVar
 
+from cenlib.io import fsync_dir, write_atomic
+
 log = logging.getLogger(__name__)
 
 KEY_VERSION: Final = 1  # the "v" inside the hashed payload of request_key
@@ -293,34 +295,6 @@ class WriterBusy(RuntimeError):
     """Another live writer holds this shard (two writers were given the same id)."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> None:
-    """Write ``data`` to ``path`` so that a reader (or a crash) sees the old file or the new,
-    never a part: a temporary file in the same directory, fsync'd, renamed over ``path``, and
-    the directory fsync'd."""
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in [data] if isinstance(data, bytes) else data:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(out.parent)
-
-
 def _cut_torn_tail(fd: int) -> int:
     """Truncate a last line that has no newline (a torn write); the number of bytes cut."""
     size = os.fstat(fd).st_size
@@ -360,7 +334,7 @@ class _Appender:
             p = p.parent
         self.directory.mkdir(parents=True, exist_ok=True)
         for p in reversed(new_dirs):  # make the new directories' entries durable too
-            _fsync_dir(p.parent)
+            fsync_dir(p.parent)
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         new_file = not self.path.exists()
         fd = os.open(self.path, flags, 0o644)
@@ -374,7 +348,7 @@ class _Appender:
             if self.repaired:
                 log.warning("%s: cut a torn last line of %d bytes", self.path, self.repaired)
             if new_file:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         except BaseException:
             os.close(fd)
             raise

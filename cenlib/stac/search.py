@@ -16,11 +16,13 @@ from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from urllib3.util.retry import Retry
 
+from cenlib.errors import CenError
+
 BBox = tuple[float, float, float, float]
 CloudFilter = Literal["none", "query", "filter", "client"]
 
 
-class StacSearchError(RuntimeError):
+class StacSearchError(CenError, RuntimeError):
     """A STAC search failed; the message names the API, collection and area."""
 
 

@@ -22,12 +22,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from cenlib.errors import CenError
 from cenlib.world.build import CATALOGS, read_manifest
 
 Json = dict[str, Any]
 
 
-class StacServerError(RuntimeError):
+class StacServerError(CenError, RuntimeError):
     """The local STAC API could not be started or loaded."""
 
 

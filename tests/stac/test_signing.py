@@ -13,7 +13,7 @@ import planetary_computer
 import pytest
 from planetary_computer.settings import Settings
 
-from cenlib.ingest import signer
+from cenlib.ingest.stage import signer
 
 BLOB = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/33/T/WM/B04.tif"
 

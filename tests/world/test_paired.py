@@ -18,6 +18,16 @@ import rasterio
 import shapely
 from _support import stac_item_validator
 from affine import Affine
+from paired_world import (
+    BARE_BRIGHTNESS,
+    GRASS_NDVI,
+    SAO_TOME,
+    TREE_NDVI,
+    WATER_NIR,
+    build_paired,
+    ensure_paired,
+    is_current,
+)
 from pyproj import Transformer
 from pystac_client import Client
 from rasterio.warp import Resampling, reproject, transform_bounds
@@ -28,16 +38,6 @@ from shapely.geometry import Point, box, shape
 from cenlib.stac.dialects import reflectance_scale_offset
 from cenlib.stac.server import serve_world
 from cenlib.world.landcover import TREE, WATER
-from cenlib.world.paired import (
-    BARE_BRIGHTNESS,
-    GRASS_NDVI,
-    SAO_TOME,
-    TREE_NDVI,
-    WATER_NIR,
-    build_paired,
-    ensure_paired,
-    is_current,
-)
 
 Json = dict[str, Any]
 F64 = npt.NDArray[np.float64]

@@ -18,11 +18,11 @@ from rasterio.enums import Resampling
 from shapely.geometry import Point, box
 from shapely.ops import unary_union
 
-from cenlib import plan
 from cenlib.classes import CLASS_NAMES, worldcover_to_index
 from cenlib.config import GridConfig, PlanConfig, RunConfig, TimeConfig
 from cenlib.grid import Grid, PatchKey
-from cenlib.plan import PatchCover, PlanError
+from cenlib.plan import stage as plan
+from cenlib.plan.stage import PatchCover, PlanError
 from cenlib.world.build import build_world
 
 GRID = Grid()

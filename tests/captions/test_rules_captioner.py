@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cenlib.captions import rules
 from cenlib.classes import CLASS_NAMES
-from cenlib.prompts import (
+from cenlib.prompts.styles import (
     BANNED_WORDS,
     REGION_NAMES,
     ClassLayout,

@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client
+from paired_world import build_paired
 
 from cenlib.config import parse_config
 from cenlib.grid import Grid, PatchKey
-from cenlib.ingest import failure_rows, run_ingest
-from cenlib.read import Readers
-from cenlib.scenes import candidates, negative_dark_share, reflectance
+from cenlib.ingest.read import Readers
+from cenlib.ingest.scenes import candidates, negative_dark_share, reflectance
+from cenlib.ingest.stage import failure_rows, run_ingest
 from cenlib.stac import dialects
 from cenlib.stac.search import SearchRequest, search
 from cenlib.stac.server import serve_world
-from cenlib.world.paired import build_paired
 
 AUGUST = "2023-08-01T00:00:00Z/2023-08-31T23:59:59Z"
 Items = list[dict[str, Any]]

@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from cenlib.captioning import RESPONSES_DIR, load_requests, plan_requests
 from cenlib.captions import costs
+from cenlib.captions.stage import RESPONSES_DIR, load_requests, plan_requests
 from cenlib.config import RunConfig
-from cenlib.prompting import PROMPTS
+from cenlib.prompts.stage import PROMPTS
 
 
 def _duration(seconds: float) -> str:

@@ -13,7 +13,7 @@ import numpy.typing as npt
 from matplotlib.patches import Patch
 
 from cenlib.classes import CLASSES, palette_rgb
-from cenlib.store import array, open_group
+from cenlib.ingest.store import array, open_group
 
 
 def true_colour(refl: npt.NDArray[np.int16], bands: list[str]) -> npt.NDArray[np.float32]:

@@ -10,10 +10,10 @@ from caption_support import caption_config, endpoint
 from conftest import CANARY_KEY
 from openai_server import FakeOpenAI
 
-from cenlib.captioning import limits_of
 from cenlib.captions.backends import Fault
 from cenlib.captions.limiter import LocalRateLimiter
 from cenlib.captions.pool import Pool, Request
+from cenlib.captions.stage import limits_of
 from cenlib.config import EndpointConfig
 
 MSGS = [{"role": "system", "content": "Describe."}, {"role": "user", "content": "A lake."}]

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from odc.geo.geobox import GeoBox
 
-from cenlib.read import AssetReadError, AssetRef, Readers, read_onto, read_stack_onto
+from cenlib.ingest.read import AssetReadError, AssetRef, Readers, read_onto, read_stack_onto
 from cenlib.stac import dialects
 
 Item = dict[str, Any]

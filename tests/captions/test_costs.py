@@ -10,8 +10,8 @@ import tiktoken
 from caption_support import caption_config, endpoint, write_prompts
 from rich.console import Console
 
-from cenlib.caption_estimate import print_estimate
 from cenlib.captions import costs
+from cenlib.captions.estimate import print_estimate
 from cenlib.config import RunConfig
 from cenlib.prompts.cen4v import png_bytes
 
@@ -61,7 +61,7 @@ def test_estimate_prints_cost_and_time_per_endpoint(tmp_path: Path) -> None:
     console = Console(record=True, width=200)
     est = print_estimate(cfg, console)
     text = console.export_text()
-    from cenlib.captioning import read_prompts
+    from cenlib.captions.stage import read_prompts
 
     exact = sum(costs.message_tokens(p.messages) for p in read_prompts(tmp_path / "prompts.jsonl"))
     assert est.requests == 30 and est.tokens_in == exact

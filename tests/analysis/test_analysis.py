@@ -33,7 +33,7 @@ from cenlib.analysis import (
     slug,
 )
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES
-from cenlib.store import ShardData, StoreSpec, create_or_open, open_group, write_shard
+from cenlib.ingest.store import ShardData, StoreSpec, create_or_open, open_group, write_shard
 
 Labels = npt.NDArray[np.uint8]
 MIRROR_LR = {

@@ -16,10 +16,10 @@ from distributed import Client
 from cenlib.analysis import analyze_store, region_counts
 from cenlib.config import ConfigError, RunConfig, parse_config
 from cenlib.grid import Grid
-from cenlib.ingest import run_ingest
-from cenlib.prompting import PROMPTS, run_prompts
+from cenlib.ingest.stage import run_ingest
+from cenlib.ingest.store import open_group
+from cenlib.prompts.stage import PROMPTS, run_prompts
 from cenlib.stac.search import SearchRequest, search
-from cenlib.store import open_group
 
 DOLOMITES = (11.97, 46.56, 12.03, 46.61)
 REGION_NAMES = ["top left", "top right", "bottom left", "bottom right", "middle"]

@@ -22,8 +22,8 @@ from conftest import CANARY_KEY
 from distributed import Client
 from openai_server import FakeOpenAI, random_faults
 
-from cenlib.captioning import read_prompts, run_captions
 from cenlib.captions.responses import done_keys, read_responses
+from cenlib.captions.stage import read_prompts, run_captions
 from cenlib.config import EndpointConfig
 
 
@@ -135,7 +135,7 @@ def test_failover_when_an_endpoint_goes_down(tmp_path: Path, dask_client: Client
 
 
 def test_endpoint_without_key_is_named(tmp_path: Path, dask_client: Client) -> None:
-    from cenlib.captioning import CaptionError
+    from cenlib.captions.stage import CaptionError
 
     write_prompts(tmp_path, 3)
     cfg = caption_config(endpoint("http://127.0.0.1:9/v1", api_key_env="CEN_NO_SUCH_KEY_VAR"))
@@ -411,3 +411,25 @@ def test_batch_api_mode_falls_back_for_unsplit_4v_answers(
     assert sorted(caps) == ids and set(caps.values()) == {"One patch alone."}
     assert uploads == 2  # the grouped requests, then the 6 fallbacks, in the same run
     assert report["multi_patch_answers_not_split"] == 2
+
+
+def test_cen_caption_exits_1_with_dead_letters_outstanding(tmp_path: Path) -> None:
+    """A script must tell an incomplete run from a complete one by the exit code alone."""
+    write_prompts(tmp_path / "run", 6)
+    with FakeOpenAI(api_key=CANARY_KEY, faults=["500"] * 2) as fake:
+        caption = {
+            "endpoints": [
+                {
+                    "base_url": fake.base_url,
+                    "model": "fake-model",
+                    "api_key_env": "CEN_TEST_API_KEY",
+                    "requests_per_minute": None,
+                }
+            ],
+            "max_attempts": 1,
+        }
+        proc = cen_process("caption", str(_run_config(tmp_path, caption)))
+        out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    assert "dead letters" in out
+    assert len(read_jsonl(tmp_path / "run" / "dead_letters.jsonl")) >= 1

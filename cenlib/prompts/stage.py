@@ -30,9 +30,11 @@ from cenlib.analysis.layout import class_layout
 from cenlib.analysis.stage import COUNTS_ARRAY, TABLE, slug
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES
 from cenlib.config import RunConfig
-from cenlib.preview import true_colour
-from cenlib.prompts import ClassLayout, PatchContext, build_messages, cen4v, get_style
-from cenlib.store import array, fingerprint, open_group
+from cenlib.ingest.sheet import true_colour
+from cenlib.ingest.store import array, open_group
+from cenlib.io import file_digest, stable_hash
+from cenlib.prompts import cen4v
+from cenlib.prompts.styles import ClassLayout, PatchContext, build_messages, get_style
 
 PROMPTS = "prompts.jsonl"
 
@@ -153,14 +155,14 @@ def run_prompts(cfg: RunConfig, url: str, client: Client) -> dict[str, Any]:
     step = max(int(str(g.attrs.get("shard_patches", 16))), 1)
     step *= max(1, cfg.analysis.batch // step)
     style = get_style(cfg.prompt.style)
-    token = fingerprint(
+    token = stable_hash(
         g.attrs.get("fingerprint"),
         style.versioned,
         cfg.prompt.seed,
         cfg.prompt.include_rgb,
         cfg.prompt.per_request,
         step,
-        os.path.getmtime(table),
+        file_digest(table),  # content, not mtime: same inputs, same keys
     )[:8]
     parts_dir = out / "prompts"
     parts_dir.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,8 @@ from distributed import Client, as_completed, span
 from cenlib.classes import worldcover_to_index
 from cenlib.config import RunConfig, TimeConfig
 from cenlib.grid import PatchKey
-from cenlib.read import AssetReadError, AssetRef, Readers, read_onto
-from cenlib.scenes import (
+from cenlib.ingest.read import AssetReadError, AssetRef, Readers, read_onto
+from cenlib.ingest.scenes import (
     REFL_NODATA,
     Item,
     Signer,
@@ -36,7 +36,7 @@ from cenlib.scenes import (
     negative_dark_share,
     reflectance,
 )
-from cenlib.store import (
+from cenlib.ingest.store import (
     F32_FIELDS,
     F64_FIELDS,
     STR_FIELDS,
@@ -45,10 +45,10 @@ from cenlib.store import (
     array,
     create_or_open,
     done_shards,
-    fingerprint,
     open_group,
     write_shard,
 )
+from cenlib.io import stable_hash
 
 SUSPECT_NEGATIVE = 0.5  # share of the darkest pixels below -0.02 that flags a scene's offset
 
@@ -302,7 +302,7 @@ def provenance(cfg: RunConfig, urls: dict[str, str]) -> dict[str, Any]:
             )
         },
         "software": versions,
-        "config_hash": fingerprint(cfg.model_dump(mode="json", exclude={"cluster"}))[:16],
+        "config_hash": stable_hash(cfg.model_dump(mode="json", exclude={"cluster"}))[:16],
     }
 
 
@@ -355,7 +355,7 @@ def run_ingest(
     """Ingest every planned patch (skipping shards already done); returns the stage summary."""
     p = params_from(cfg)
     url = store_url(cfg)
-    fp = fingerprint(
+    fp = stable_hash(
         [k.id for k in keys],
         sorted(i["id"] for i in s2_items),
         sorted(i["id"] for i in wc_items),

@@ -47,7 +47,8 @@ from shapely.prepared import prep
 
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES, worldcover_to_index
 from cenlib.config import BBox, GridConfig, RunConfig, TimeConfig
-from cenlib.grid import Grid, GridError, PatchKey
+from cenlib.errors import CenError
+from cenlib.grid import Grid, GridError, PatchKey, grid_for, spatial_order
 
 SAMPLES = 32  # points per patch side: about 80 m apart on 10 m patches, fractions within ~2 %
 BATCH = 1024  # patches sampled together: bounds memory to ~50 MB, one Z-order block of reads
@@ -56,12 +57,10 @@ COLUMNS = (
     *("patch_id", "grid", "zone", "patch_size", "crs", "tile", "aoi", "center_lon", "center_lat"),
     *("time_start", "time_end", "wc_valid_fraction", "wc_dominant", "geometry"),
 )
-# Z-order bit spreading: (shift, mask keeping alternate runs of `shift` bits) pairs.
-_MORTON = tuple((s, sum(1 << i for i in range(64) if not (i // s) % 2)) for s in (16, 8, 4, 2, 1))
 Candidate = tuple[PatchKey, str]  # a patch and the name of its area
 
 
-class PlanError(ValueError):
+class PlanError(CenError, ValueError):
     """A patch list, plan file or WorldCover item the plan cannot use; says where and how to fix."""
 
 
@@ -75,11 +74,6 @@ class PatchCover:
 
 
 NO_COVER = PatchCover(0.0, 0, ())
-
-
-def grid_for(cfg: GridConfig) -> Grid:
-    """The :class:`Grid` a grid configuration describes."""
-    return Grid(cfg.kind, cfg.zoom, cfg.patch_size, cfg.utm_epsg)
 
 
 # ---------------------------------------------------------------------------- patch lists
@@ -316,27 +310,6 @@ def _cover(codes: npt.NDArray[np.uint8]) -> PatchCover:
 
 
 # ---------------------------------------------------------------------------- drawing
-
-
-def spatial_order(key: PatchKey) -> tuple[str, int, int]:
-    """Sort key: grid, zone, then the Z-order (Morton) index of the patch.
-
-    Z-order keeps any run of consecutive patches in a compact block (row-major order would make
-    strips), so shards of the plan read few COG tiles and search few scenes.
-    """
-    if key.grid == "chatearthnet":
-        x, y = 2 * key.col + key.sub % 2, 2 * key.row + key.sub // 2
-    else:
-        x, y = key.col, -key.row  # utm rows count northwards; Z-order runs north to south
-    return key.grid, key.zone, _spread(x + 2**31) | _spread(y + 2**31) << 1
-
-
-def _spread(v: int) -> int:
-    """Interleave zeros between the 32 low bits of v."""
-    v &= 0xFFFFFFFF
-    for shift, mask in _MORTON:
-        v = (v | v << shift) & mask
-    return v
 
 
 def draw(

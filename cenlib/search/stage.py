@@ -16,7 +16,8 @@ from typing import Any
 from distributed import Client, as_completed, span
 
 from cenlib.config import RunConfig
-from cenlib.grid import PatchKey
+from cenlib.grid import PatchKey, patch_xy
+from cenlib.io import replace_failures
 from cenlib.stac.search import SearchRequest, search
 
 SOURCES = ("sentinel2", "worldcover")
@@ -37,10 +38,7 @@ def patch_groups(
     """Nearby patches grouped into blocks of 2**level x 2**level, each with its lon/lat extent."""
     blocks: dict[tuple[str, int, int, int], list[PatchKey]] = {}
     for k in keys:
-        if k.grid == "chatearthnet":
-            px, py = 2 * k.col + k.sub % 2, 2 * k.row + k.sub // 2
-        else:
-            px, py = k.col, k.row
+        px, py = patch_xy(k)
         blocks.setdefault((k.grid, k.zone, px >> level, py >> level), []).append(k)
     out = []
     for (grid, zone, bx, by), ks in sorted(blocks.items()):
@@ -139,13 +137,13 @@ def run_search(
     by_aoi: dict[str, dict[str, list[str]]] = {a.name: {} for a in aois}
     unique: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in sources}
     failures = []
-    dropped = 0
+    dropped: set[tuple[str, str]] = set()  # (source, item id): a scene once, however many groups
     for r in results:
         if not r["ok"]:
             failures.append({"stage": subdir, **{k: v for k, v in r.items() if k != "ok"}})
             continue
         by_aoi[r["aoi"]][r["source"]] = [i["id"] for i in r["items"]]
-        dropped += len(r["dropped_cloudy"])
+        dropped.update((r["source"], i) for i in r["dropped_cloudy"])
         for i in r["items"]:
             unique[r["source"]][i["id"]] = i
     for s, its in unique.items():
@@ -153,16 +151,14 @@ def run_search(
             for iid in sorted(its):
                 f.write(json.dumps(its[iid]) + "\n")
     (folder / "by_group.json").write_text(json.dumps(by_aoi, indent=1) + "\n")
-    with open(out / "failures.jsonl", "a", encoding="utf-8") as f:
-        for rec in failures:
-            f.write(json.dumps(rec) + "\n")
+    replace_failures(out, [subdir], failures)  # this stage's own records, nobody else's
     return {
         "groups": len(aois),
         "searches": len(reqs),
         "failed": len(failures),
         "failed_by_source": {src: sum(f["source"] == src for f in failures) for src in sources},
         "items": {s: len(v) for s, v in unique.items()},
-        "dropped_cloudy": dropped,
+        "dropped_cloudy": len(dropped),
         "cloud_filter": sorted(
             {r["cloud_filter"] for r in results if r["ok"] and r["source"] == "sentinel2"}
         ),

@@ -26,11 +26,11 @@ from rasterio.warp import Resampling
 from cenlib.classes import worldcover_to_index
 from cenlib.config import RunConfig, parse_config
 from cenlib.grid import Grid
-from cenlib.ingest import failure_rows, run_ingest
+from cenlib.ingest.stage import failure_rows, run_ingest
+from cenlib.ingest.store import StoreError, open_group
 from cenlib.stac.search import SearchRequest, search
-from cenlib.store import StoreError, open_group
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOLOMITES = (11.97, 46.56, 12.03, 46.61)  # straddles UTM zones 32/33 (tiles 32TQS, 33TTM)
 SAO_LUIS = (-44.39, -2.61, -44.33, -2.55)  # southern hemisphere, zone 23 south
 Items = list[dict[str, Any]]

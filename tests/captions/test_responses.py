@@ -36,7 +36,7 @@ from cenlib.captions.responses import (
     scan_keys,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "system", "content": "Describe the land cover."},

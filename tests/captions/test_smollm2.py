@@ -27,7 +27,7 @@ from cenlib.captions.smollm2 import (
     serve_smollm2,
 )
 from cenlib.classes import CLASS_NAMES
-from cenlib.prompts import PatchContext, build_messages
+from cenlib.prompts.styles import PatchContext, build_messages
 
 WATER, DEV, TREE, CROP = 1, 2, 3, 6
 PATCH_ID = "4242_2817_patch00"

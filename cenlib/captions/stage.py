@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dask.base import tokenize
 from distributed import Client, as_completed, span
 
 from cenlib.captions import costs
@@ -49,11 +48,12 @@ from cenlib.captions.responses import (
     outstanding_dead_letters,
     read_responses,
     request_key,
-    write_atomic,
 )
 from cenlib.config import CaptionConfig
-from cenlib.prompting import PROMPTS
+from cenlib.errors import CenError
+from cenlib.io import file_digest, stable_hash, write_atomic
 from cenlib.prompts.cen4v import split_answer
+from cenlib.prompts.stage import PROMPTS
 
 RESPONSES_DIR = "responses"
 MERGED = "responses.jsonl"
@@ -66,7 +66,7 @@ BATCH_PRICE_FACTOR = 0.5
 """The Batch API bills half the endpoint's prices (OpenAI's published batch discount)."""
 
 
-class CaptionError(RuntimeError):
+class CaptionError(CenError, RuntimeError):
     """The caption stage cannot start; the message says what to fix."""
 
 
@@ -477,7 +477,8 @@ def _send(
     budget: Budget | None,
 ) -> list[dict[str, Any]]:
     """One Dask task per ``caption.batch_size`` requests; their results as they finish."""
-    token = tokenize(caption.model_dump(mode="json"), list(units), time.time_ns())[:8]
+    # Content, never time: the config, the units and the prompts file they index.
+    token = stable_hash(caption.model_dump(mode="json"), list(units), file_digest(path))[:8]
     step = caption.batch_size
     tasks = [
         CaptionTask(

@@ -11,10 +11,11 @@ import numpy as np
 from cenlib.analysis import layout, patch_layout, region_counts
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES
 from cenlib.config import PROMPT_STYLES
-from cenlib.prompts import ClassLayout, PatchContext, get_style, preview
+from cenlib.errors import CenError
+from cenlib.prompts.styles import ClassLayout, PatchContext, get_style, preview
 
 
-class PreviewError(ValueError):
+class PreviewError(CenError, ValueError):
     """Input the preview cannot use; the message says what to fix."""
 
 

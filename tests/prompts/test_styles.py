@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cenlib.prompts import (
+from cenlib.prompts.cen4v import build_batch_messages, split_answer
+from cenlib.prompts.styles import (
     BANNED_WORDS,
     STYLES,
     ClassLayout,
@@ -29,7 +30,6 @@ from cenlib.prompts import (
     patch_seed,
     preview,
 )
-from cenlib.prompts.cen4v import build_batch_messages, split_answer
 
 Q = 128 * 128  # pixels of a quadrant, and of the middle, on a 256 x 256 patch
 WATER, DEV, TREE, SHRUB, GRASS, CROP, BARE, SNOW, WETLAND, MANGROVES, MOSS = range(1, 12)

@@ -24,8 +24,6 @@ is written last; a shard without it is simply written again on resume.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +34,8 @@ import zarr.api.asynchronous
 from zarr import AsyncArray
 from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
+
+from cenlib.errors import CenError
 
 STORE_VERSION = 2
 STR_FIELDS = (
@@ -55,7 +55,7 @@ F32_FIELDS = ("cloud_fraction", "nodata_fraction", "wc_valid_fraction")
 COORDS = " ".join((*STR_FIELDS, *F64_FIELDS, "transform", "datetime", *F32_FIELDS))
 
 
-class StoreError(RuntimeError):
+class StoreError(CenError, RuntimeError):
     """The store cannot be used for this run; the message says why and what to do."""
 
 
@@ -74,12 +74,6 @@ class StoreSpec:
 
     def shard_range(self, i: int) -> tuple[int, int]:
         return i * self.shard, min((i + 1) * self.shard, self.n_patches)
-
-
-def fingerprint(*parts: Any) -> str:
-    """A stable hash of JSON-able parts (sorted keys), for config hashes and task keys."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 def _store_args(url: str) -> tuple[str, dict[str, Any] | None]:
