@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import xarray as xr
 import yaml
 
@@ -137,14 +138,19 @@ def test_job_on_an_existing_scheduler(tmp_path: Path, demo_world: Path) -> None:
 
 
 def test_ingest_alone_keeps_the_plans_failure_records(tmp_path: Path) -> None:
-    from cenlib.job import reset_failures
+    from cenlib.io import clear_failures, read_failures, replace_failures
 
     rows = [{"stage": s, "reason": f"r-{s}"} for s in ("search-areas", "search", "ingest")]
     path = tmp_path / "failures.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    reset_failures(tmp_path, ("analyze", "prompt", "caption"))
-    assert len(path.read_text().splitlines()) == 3  # later stages leave them alone
-    reset_failures(tmp_path, ("ingest",))
-    assert [json.loads(ln)["stage"] for ln in path.read_text().splitlines()] == ["search-areas"]
-    reset_failures(tmp_path, ("plan", "ingest"))
+    # Ingest rewrites its own phases' records only; the plan's search records stay.
+    replace_failures(tmp_path, ["search"], [{"stage": "search", "reason": "again"}])
+    replace_failures(tmp_path, ["ingest"], [])
+    assert [(r["stage"], r["reason"]) for r in read_failures(tmp_path)] == [
+        ("search-areas", "r-search-areas"),
+        ("search", "again"),
+    ]
+    with pytest.raises(ValueError, match="outside"):
+        replace_failures(tmp_path, ["ingest"], [{"stage": "search", "reason": "x"}])
+    clear_failures(tmp_path)  # a new plan starts the run over
     assert path.read_text() == ""
