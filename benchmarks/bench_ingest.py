@@ -22,7 +22,7 @@ from _timing import best_of
 from cenlib.config import parse_config
 from cenlib.grid import Grid
 from cenlib.ingest.read import GDAL_ENV, Readers
-from cenlib.ingest.stage import IngestParams, ingest_patch, make_tasks, params_from, run_ingest
+from cenlib.ingest.stage import IngestParams, ingest_patch, ingest_patches, make_tasks, params_from
 from cenlib.ingest.store import StoreSpec
 from cenlib.stac.search import SearchRequest, search
 from cenlib.stac.server import serve_world
@@ -66,7 +66,7 @@ def _measure(
 ) -> tuple[float, float]:
     def pipeline() -> None:
         shutil.rmtree(cfg.output, ignore_errors=True)
-        run_ingest(cfg, keys, s2, wc, urls, client)
+        ingest_patches(cfg, keys, s2, wc, urls, client)
 
     def floor() -> None:
         client.gather(client.map(_floor_task, logs, pure=False))

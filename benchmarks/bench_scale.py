@@ -143,7 +143,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 a = analyze_store(url, client, cfg.output, cfg.analysis.batch, 4 if layout else 0)
                 t1 = time.perf_counter()
-                p = run_prompts(cfg, url, client)
+                p = run_prompts(cfg, client, url)
                 t2 = time.perf_counter()
             shutil.rmtree(cfg.output / "prompts", ignore_errors=True)
             total = totals[layout] = t2 - t0

@@ -50,7 +50,7 @@ def world_build(
     preset: Annotated[str, typer.Option(help="tiny | demo | large")] = "demo",
 ) -> None:
     """Generate WorldCover tiles, Sentinel-2 scenes (COGs) and their STAC items."""
-    from cenlib.job import progress_bar
+    from cenlib.progress import progress_bar
     from cenlib.world.build import build_world, count_steps
     from cenlib.world.presets import PRESETS
 
@@ -132,11 +132,18 @@ def stac_search(
     )
 
 
-def _run(config: Path, stages: tuple[str, ...], max_cost: float | None = None) -> None:
-    from cenlib.job import incomplete, run_job
+def _run(
+    config: Path,
+    stages: tuple[str, ...] | str,
+    max_cost: float | None = None,
+    prompts_from: Path | None = None,
+) -> None:
+    """Run ``stages`` (or every stage up to the one named) and turn errors into exit codes."""
+    from cenlib.job import incomplete, run_job, stages_until
 
     try:
-        summary = run_job(_load(config), stages=stages, max_cost=max_cost)
+        todo = stages_until(stages) if isinstance(stages, str) else stages
+        summary = run_job(_load(config), stages=todo, max_cost=max_cost, prompts_from=prompts_from)
     except CenError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         raise typer.Exit(e.exit_code) from e
@@ -156,9 +163,15 @@ def _run(config: Path, stages: tuple[str, ...], max_cost: float | None = None) -
 
 
 @app.command("run")
-def run(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
-    """Run the dataset job: every stage that exists so far, on a Dask cluster."""
-    _run(config, ("plan", "ingest", "analyze", "prompt", "caption"))
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML run configuration")],
+    until: Annotated[
+        str,
+        typer.Option(help="stop after this stage: plan | ingest | analyze | prompt | caption"),
+    ] = "caption",
+) -> None:
+    """Run the dataset job: every stage in order (up to --until), on a Dask cluster."""
+    _run(config, until)
 
 
 @app.command("plan")
@@ -189,8 +202,19 @@ def caption(
         float | None,
         typer.Option(help="USD budget for the run directory (overrides caption.max_cost)"),
     ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            help="caption another run's prompts: its directory or prompts.jsonl, copied into "
+            "this run's output first"
+        ),
+    ] = None,
 ) -> None:
-    """Caption every prompt through the endpoint pool (resumes; never pays twice for a key)."""
+    """Caption every prompt through the endpoint pool (resumes; never pays twice for a key).
+
+    With --prompts, a new run directory (its own `output:`) captions the prompts of an existing
+    run with this config's endpoints, e.g. to compare models on the same prompts.
+    """
     if estimate:
         from cenlib.captions.estimate import print_estimate
 
@@ -200,7 +224,7 @@ def caption(
             err.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
         return
-    _run(config, ("caption",), max_cost)
+    _run(config, ("caption",), max_cost, prompts)
 
 
 @app.command("prompt")

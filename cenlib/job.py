@@ -1,8 +1,9 @@
-"""The dataset job: every stage that exists, in order, on a Dask cluster.
+"""The dataset job: the stages' entries in order, on a Dask cluster, and the run summary.
 
-Stages so far: world (synthetic sources, when configured) -> serve -> plan (WorldCover search
-over the areas, then the draw) -> search (per group of planned patches) -> ingest (Zarr store).
-``cen plan`` runs the first part, ``cen ingest`` the rest from the plan on disk, ``cen run`` both.
+world (synthetic sources, when configured) -> serve -> plan -> ingest (search per group of
+planned patches, then the Zarr store) -> analyze -> prompt -> caption. Each stage owns its
+outputs, failure records and typed summary; this module only starts what they share (the
+sources, the cluster, a local SmolLM2), calls them and prints their summaries.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +26,30 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cenlib.analysis import analyze_store
-from cenlib.captions.stage import CaptionError, run_captions
+from cenlib.analysis import run_analysis
+from cenlib.captions.stage import CAPTIONS, CaptionError, run_captions  # TODO(contract)
 from cenlib.cluster import make_client
 from cenlib.config import CaptionConfig, RunConfig
 from cenlib.errors import CenError
-from cenlib.grid import grid_for
-from cenlib.ingest.sheet import contact_sheet
-from cenlib.ingest.stage import failure_rows, run_ingest, store_url
-from cenlib.io import clear_failures, replace_failures
-from cenlib.plan.stage import keys_from_plan, make_plan, read_plan, write_plan
-from cenlib.prompts.stage import run_prompts
-from cenlib.search.stage import Aoi, patch_groups, read_items, run_search
+from cenlib.ingest import run_ingest
+from cenlib.io import clear_failures, write_atomic, write_text_atomic
+from cenlib.plan import plan_path, run_plan
+from cenlib.progress import progress_bar
+from cenlib.prompts import PROMPTS, run_prompts
+from cenlib.search import Aoi
 from cenlib.stac.server import serve_world
+from cenlib.summary import Summary
 from cenlib.world.build import count_steps, ensure_world, is_current, read_manifest
+
+STAGES = ("plan", "ingest", "analyze", "prompt", "caption")
+
+
+class JobError(CenError, RuntimeError):
+    """The run cannot go on (a missing plan, a store of another run): says what to do."""
 
 
 def world_dir(cfg: RunConfig) -> Path:
     return cfg.world.cache_dir / f"{cfg.world.preset}-seed{cfg.world.seed}"
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 def build_or_reuse_world(cfg: RunConfig, console: Console) -> Path:
@@ -68,8 +65,11 @@ def build_or_reuse_world(cfg: RunConfig, console: Console) -> Path:
 
 
 @contextlib.contextmanager
-def source_urls(cfg: RunConfig, console: Console) -> Iterator[tuple[dict[str, str], list[Aoi]]]:
-    """URLs of each source's STAC API (serving the synthetic world if asked) and the AOIs."""
+def source_urls(
+    cfg: RunConfig, console: Console, planning: bool = True
+) -> Iterator[tuple[dict[str, str], list[Aoi]]]:
+    """URLs of each source's STAC API (serving the synthetic world if asked) and the AOIs
+    (needed only when ``planning`` an area plan: a list plan and ingest never read them)."""
     s2, wc = cfg.sources.sentinel2, cfg.sources.worldcover
     with contextlib.ExitStack() as stack:
         aois: list[Aoi] = []
@@ -87,87 +87,13 @@ def source_urls(cfg: RunConfig, console: Console) -> Iterator[tuple[dict[str, st
                 aois = [Aoi(a["name"], tuple(a["bbox"])) for a in m.get("areas", [])]
         if cfg.aoi != "world":
             aois = [Aoi(f"aoi-{i}", b) for i, b in enumerate(cfg.aoi)]
-        elif not aois:
-            raise ValueError(
-                "aoi: 'world' needs sources served from the synthetic world; list bboxes instead"
+        elif not aois and planning and cfg.plan.source == "area":
+            raise JobError(
+                "aoi: 'world' (the default) needs sources served from the synthetic world; "
+                "give aoi as a list of [min_lon, min_lat, max_lon, max_lat] boxes, or plan from "
+                "a list file (plan.source: list)"
             )
         yield urls, aois
-
-
-STAGES = ("plan", "ingest", "analyze", "prompt", "caption")
-
-
-class JobError(CenError, RuntimeError):
-    """The run cannot go on (a missing plan, a store of another run): says what to do."""
-
-
-def _plan(
-    cfg: RunConfig, urls: dict[str, str], aois: list[Aoi], client: Any, console: Console
-) -> dict[str, Any]:
-    out = cfg.output
-    wc_items: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {}
-    if cfg.plan.source == "area":
-        with progress_bar(console) as bar:
-            task = bar.add_task("plan: WorldCover search", total=len(aois))
-            summary["search"] = run_search(
-                cfg,
-                urls,
-                aois,
-                client,
-                out,
-                lambda _k: bar.advance(task),
-                sources=("worldcover",),
-                subdir="search-areas",
-            )
-        if aois and summary["search"]["failed"] == len(aois):
-            raise JobError(
-                f"every WorldCover search failed ({cfg.sources.worldcover.collection} at "
-                f"{urls['worldcover']}); see {out / 'failures.jsonl'}; check "
-                "sources.worldcover.api and that the API is up"
-            )
-        wc_items = read_items(out / "search-areas", "worldcover")
-    plan = make_plan(cfg, [(a.name, a.bbox) for a in aois], wc_items)
-    write_plan(plan, out / "plan.parquet")
-    summary["patches"] = len(plan)
-    summary["by_dominant_class"] = {
-        str(k): int(v) for k, v in plan["wc_dominant"].value_counts().sort_index().items()
-    }
-    return summary
-
-
-def _ingest(
-    cfg: RunConfig, urls: dict[str, str], client: Any, console: Console
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    out = cfg.output
-    path = out / "plan.parquet"
-    if not path.is_file():
-        raise JobError(f"no plan at {path}; run `cen plan CONFIG` (or `cen run CONFIG`) first")
-    keys = keys_from_plan(read_plan(path), grid_for(cfg.grid))
-    groups = [g for g, _ in patch_groups(keys)]
-    with progress_bar(console) as bar:
-        task = bar.add_task("search", total=2 * len(groups))
-        search = run_search(cfg, urls, groups, client, out, lambda _k: bar.advance(task))
-    for src, n in search["failed_by_source"].items():
-        if groups and n == len(groups):
-            sc = getattr(cfg.sources, src)
-            raise JobError(
-                f"every {src} search failed ({sc.collection} at {urls[src]}); see "
-                f"{out / 'failures.jsonl'}; check sources.{src}.api and that the API is up"
-            )
-    s2, wc = read_items(out / "search", "sentinel2"), read_items(out / "search", "worldcover")
-    with progress_bar(console) as bar:
-        task = bar.add_task("ingest (shards)", total=None)
-
-        def start(total: int, done: int) -> None:
-            bar.update(task, total=total, completed=done)
-
-        ingest = run_ingest(cfg, keys, s2, wc, urls, client, start, lambda _r: bar.advance(task))
-    ingest["failure_rows"] = replace_failures(out, ["ingest"], failure_rows(ingest["store"]))
-    sheet = contact_sheet(ingest["store"], out / "preview.png")
-    if sheet is not None:
-        console.print(f"preview of ingested patches: [bold]{sheet}[/]")
-    return search, ingest
 
 
 @contextlib.contextmanager
@@ -188,9 +114,7 @@ def caption_endpoints(cfg: RunConfig, console: Console) -> Iterator[CaptionConfi
         yield cfg.caption.model_copy(update={"endpoints": tuple(eps)})
 
 
-def _caption(
-    cfg: RunConfig, client: Any, console: Console, max_cost: float | None
-) -> dict[str, Any]:
+def _caption(cfg: RunConfig, client: Any, console: Console, max_cost: float | None) -> Any:
     with (
         caption_endpoints(cfg, console) as caption,
         Progress(
@@ -230,25 +154,55 @@ def _caption(
             raise JobError(str(e)) from e
 
 
+def stages_until(until: str) -> tuple[str, ...]:
+    """The stages from the first up to ``until`` (a name of :data:`STAGES`)."""
+    if until not in STAGES:
+        raise JobError(f"--until {until!r} is not a stage; choose one of {', '.join(STAGES)}")
+    return STAGES[: STAGES.index(until) + 1]
+
+
+def use_prompts(cfg: RunConfig, source: Path) -> Path:
+    """Copy another run's ``prompts.jsonl`` into this run (to caption it with other endpoints);
+    the caption stage's keys then follow the copied file's content."""
+    source = Path(source)
+    if source.is_dir():
+        source = source / PROMPTS
+    if not source.is_file():
+        raise JobError(f"--prompts {source}: no such file; give a run directory or its {PROMPTS}")
+    target = cfg.output / PROMPTS
+    if source.resolve() != target.resolve():
+        cfg.output.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, [source.read_bytes()])
+    return target
+
+
 def run_job(
     cfg: RunConfig,
     console: Console | None = None,
     stages: tuple[str, ...] = STAGES,
     *,
     max_cost: float | None = None,
+    prompts_from: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the job described by `cfg`; return the run summary (also written to summary.json)."""
+    """Run ``stages`` of the job described by ``cfg`` in order; return the run summary (the
+    stages' typed summaries; also written to summary.json)."""
     console = console or Console()
     out = cfg.output
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     if "plan" in stages:
         clear_failures(out)  # a new plan starts the run over; later stages replace their own
+    if prompts_from is not None:
+        use_prompts(cfg, prompts_from)
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"name": cfg.name, "output": str(out), "stages": list(stages)}
     needs_sources = bool({"plan", "ingest"} & set(stages))
     with contextlib.ExitStack() as stack:
-        urls, aois = stack.enter_context(source_urls(cfg, console)) if needs_sources else ({}, [])
+        urls, aois = (
+            stack.enter_context(source_urls(cfg, console, "plan" in stages))
+            if needs_sources
+            else ({}, [])
+        )
         client = stack.enter_context(make_client(cfg.cluster))
         if cfg.cluster.kind == "address":
             # An external cluster may still be starting its workers.
@@ -257,42 +211,52 @@ def run_job(
         n_workers = len(client.scheduler_info().get("workers", {}))
         summary["cluster"] = {"workers": n_workers, "dashboard": client.dashboard_link}
         if "plan" in stages:
-            summary["plan"] = _plan(cfg, urls, aois, client, console)
+            with progress_bar(console) as bar:
+                task = bar.add_task("plan: WorldCover search", total=None)
+
+                def searching(n: int) -> Callable[[str], None]:
+                    bar.update(task, total=n)
+                    return lambda _key: bar.advance(task)
+
+                summary["plan"] = run_plan(cfg, client, urls, aois, searching)
         if "ingest" in stages:
-            summary["search"], summary["ingest"] = _ingest(cfg, urls, client, console)
+            if not plan_path(out).is_file():
+                raise JobError(
+                    f"no plan at {plan_path(out)}; run `cen plan CONFIG` "
+                    "(or `cen run CONFIG`) first"
+                )
+            ingest = run_ingest(cfg, client, urls, console)
+            summary["search"], summary["ingest"] = ingest.search, ingest
         if "analyze" in stages:
             with console.status("analyze: land-cover statistics per patch"):
-                summary["analyze"] = analyze_store(
-                    store_url(cfg),
-                    client,
-                    out,
-                    cfg.analysis.batch,
-                    cfg.analysis.layout_block if cfg.analysis.layout else 0,
-                )
+                summary["analyze"] = run_analysis(cfg, client)
         if "prompt" in stages:
             with console.status(f"prompt: {cfg.prompt.style} messages"):
-                summary["prompt"] = run_prompts(cfg, store_url(cfg), client)
+                summary["prompt"] = run_prompts(cfg, client)
         if "caption" in stages:
             summary["caption"] = _caption(cfg, client, console, max_cost)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(out / "summary.json", json.dumps(as_json(summary), indent=1) + "\n")
     print_summary(out, summary, console)
     return summary
+
+
+def as_json(summary: dict[str, Any]) -> dict[str, Any]:
+    """The run summary with each stage's record as its JSON mapping."""
+    return {k: v.as_dict() if isinstance(v, Summary) else v for k, v in summary.items()}
 
 
 def incomplete(summary: dict[str, Any]) -> str:
     """Why a run did not finish its work (failed searches, caption dead letters, prompts the
     budget left), or "" when it did; ``cen`` and ``jobs/`` exit 1 when this is not empty."""
     why = []
-    failed = summary.get("search", {}).get("failed", 0) + summary.get("plan", {}).get(
-        "search", {}
-    ).get("failed", 0)
+    plan, search, cap = summary.get("plan"), summary.get("search"), summary.get("caption")
+    failed = (search.failed if search else 0) + (plan.search.failed if plan and plan.search else 0)
     if failed:
         why.append(f"{failed} searches failed (see failures.jsonl)")
-    cap = summary.get("caption", {})
-    if cap.get("dead_letters"):
+    if cap is not None and cap["dead_letters"]:
         why.append(f"{cap['dead_letters']} caption dead letters (see dead_letters.jsonl)")
-    if cap.get("skipped"):
+    if cap is not None and cap["skipped"]:
         why.append(f"{cap['skipped']} prompts left by the budget (raise caption.max_cost)")
     return "; ".join(why)
 
@@ -309,40 +273,14 @@ def _first_caption(path: Path) -> tuple[str, str] | None:
 
 
 def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
-    if "plan" in summary:
-        p = summary["plan"]
-        console.print(f"plan: {p['patches']} patches; dominant classes {p['by_dominant_class']}")
-    if "search" in summary:
-        s = summary["search"]
-        console.print(
-            f"search: {s['searches']} searches over {s['groups']} groups, {s['failed']} failed; "
-            f"items: {s['items']}; cloudy scenes dropped: {s['dropped_cloudy']} "
-            f"(cloud filter: {', '.join(s['cloud_filter']) or 'n/a'})"
-        )
-    if "ingest" in summary:
-        i = summary["ingest"]
-        console.print(
-            f"ingest: {i['ok']} patches ok, {i['failed']} failed of {i['patches']}; shards "
-            f"{i['shards_written']} written, {i['shards_skipped']} already done; "
-            f"{i['bytes_written'] / 2**20:.1f} MiB in {i['seconds']} s; "
-            f"{i['failure_rows']} rows in failures.jsonl"
-        )
-    if "analyze" in summary:
-        a = summary["analyze"]
-        console.print(f"analyze: {a['ok']} patches in {a['seconds']} s -> {a['table']}")
-    if "prompt" in summary:
-        p = summary["prompt"]
-        console.print(f"prompt: {p['prompts']} prompts ({p['style']}) -> {p['file']}")
+    for name in ("plan", "search", "ingest", "analyze", "prompt", "caption"):
+        if isinstance(summary.get(name), Summary):
+            console.print(summary[name].line(), highlight=False)
+    ingest = summary.get("ingest")
+    if ingest is not None and ingest.preview:
+        console.print(f"preview of ingested patches: [bold]{ingest.preview}[/]")
     if "caption" in summary:
-        c = summary["caption"]
-        console.print(
-            f"caption: {c['captioned']} of {c['patches']} patches captioned "
-            f"({c['answered_this_run']} answered now, {c['already_answered']} before); "
-            f"{c['dead_letters']} dead letters, {c['skipped']} left by the budget; "
-            f"spent ${c['cost_this_run']:.4f} now, ${c['cost_total']:.4f} in all -> "
-            f"{c['files']['captions']}"
-        )
-        first = _first_caption(Path(c["files"]["captions"]))
+        first = _first_caption(out / CAPTIONS)
         if first:
             console.print(f"  e.g. {first[0]}: [italic]{first[1][:300]}[/]")
     table = Table(title=f"run directory {out}")

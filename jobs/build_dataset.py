@@ -11,15 +11,16 @@ import sys
 
 from cenlib.config import load_config
 from cenlib.errors import CenError
-from cenlib.job import incomplete, run_job
+from cenlib.job import STAGES, incomplete, run_job, stages_until
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("config", help="YAML run configuration")
+    parser.add_argument("--until", default=STAGES[-1], help=f"last stage: {' | '.join(STAGES)}")
     args = parser.parse_args(argv)
     try:
-        summary = run_job(load_config(args.config))
+        summary = run_job(load_config(args.config), stages=stages_until(args.until))
     except CenError as e:  # the same one-line messages and exit codes as `cen run`
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

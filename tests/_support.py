@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,8 @@ def stac_item_validator() -> Draft7Validator:
 
 def cen_process(*args: str) -> subprocess.Popen[str]:
     """``cen ARGS`` in its own session (so that killing its group takes the cluster's workers
-    too), output captured as text."""
+    too), output captured as text. SIGINT is reset to its default: a test run started in the
+    background of a non-interactive shell inherits it ignored, and Ctrl-C would do nothing."""
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "cen"), *args],
         stdout=subprocess.PIPE,
@@ -68,4 +70,9 @@ def cen_process(*args: str) -> subprocess.Popen[str]:
         text=True,
         env={**os.environ, "COLUMNS": "200"},
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -1,7 +1,10 @@
 """Stage *analyze*: class counts per region and layout descriptors of every patch.
 
-``kernels``: region counts and fractions (pure, vectorised); ``layout``: components, shapes and
-edge contact per class; ``stage``: the one Dask wrapper over the run's Zarr store.
+Entry: :func:`run_analysis`. Readers of what it writes: :func:`read_statistics` (the table),
+:func:`read_layouts`, :func:`read_region_counts`. The pure kernels (``region_counts``,
+``layout``...) are public too: the prompt preview runs them on a single label image.
+Modules: ``kernels`` (region counts and fractions), ``layout`` (components, shapes, edge
+contact), ``stage`` (the Dask wrapper over the run's store), ``read`` (the readers).
 """
 
 from cenlib.analysis.kernels import (
@@ -11,40 +14,38 @@ from cenlib.analysis.kernels import (
     fractions,
     region_boxes,
     region_counts,
-    region_counts_bincount,
     region_index,
 )
-from cenlib.analysis.layout import (
-    EDGES,
-    LAYOUT_DTYPE,
-    LAYOUT_FIELDS,
-    class_layout,
-    edge_names,
-    layout,
-    orientation_name,
-    patch_layout,
+from cenlib.analysis.layout import LAYOUT_FIELDS, class_layout, layout, patch_layout
+from cenlib.analysis.read import (
+    TABLE,
+    layout_columns,
+    read_layouts,
+    read_region_counts,
+    read_statistics,
+    table_path,
 )
-from cenlib.analysis.stage import analyze_block, analyze_store, patch_table, slug
+from cenlib.analysis.stage import AnalysisSummary, analyze_store, run_analysis
 
 __all__ = [
     "CEN_REGIONS",
-    "EDGES",
     "GRID3",
-    "LAYOUT_DTYPE",
     "LAYOUT_FIELDS",
     "REGIONS",
-    "analyze_block",
+    "TABLE",
+    "AnalysisSummary",
     "analyze_store",
     "class_layout",
-    "edge_names",
     "fractions",
     "layout",
-    "orientation_name",
+    "layout_columns",
     "patch_layout",
-    "patch_table",
+    "read_layouts",
+    "read_region_counts",
+    "read_statistics",
     "region_boxes",
     "region_counts",
-    "region_counts_bincount",
     "region_index",
-    "slug",
+    "run_analysis",
+    "table_path",
 ]

@@ -1,8 +1,9 @@
 """The analyze stage on Dask: region counts and layout of every patch of the run's store.
 
-``analyze_store`` reads ``land_cover`` block by block (each block whole shards of the store, one
-task named ``analyze-<block>-<token>``), runs :func:`region_counts` and :func:`layout` on the
-patches whose ``status`` is ``ok``, writes the store array
+``run_analysis`` (through ``analyze_store``) reads ``land_cover`` block by block (each block
+whole shards of the store, one task named ``analyze-<block>-<token>``), runs
+:func:`region_counts` and :func:`layout` on the patches whose ``status`` is ``ok``, writes
+the store array
 
     region_counts  (patch, region, class)  int32   pixels per class in each of ``REGIONS``;
                                                    chunk = one task's block of whole shards,
@@ -53,19 +54,29 @@ from zarr.codecs import ZstdCodec
 
 from cenlib.analysis.kernels import REGIONS, fractions, region_counts
 from cenlib.analysis.layout import LAYOUT_DTYPE, LAYOUT_FIELDS, layout
+from cenlib.analysis.read import COUNTS_ARRAY, TABLE, slug
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES
-from cenlib.ingest.store import array, open_group
+from cenlib.config import RunConfig
+from cenlib.ingest import array, open_group, store_url
 from cenlib.io import stable_hash
+from cenlib.summary import Summary
 
 ANALYSIS_VERSION = 1
-TABLE = "analysis.parquet"
-COUNTS_ARRAY = "region_counts"
 READ_BATCH = 16  # chunks zarr decodes per batch when reading land_cover
 
 
-def slug(name: str) -> str:
-    """Column-name form of a region or class name: ``top left`` -> ``top_left``."""
-    return name.replace(" ", "_")
+@dataclass(frozen=True)
+class AnalysisSummary(Summary):
+    store: str
+    table: str
+    patches: int
+    ok: int
+    failed: int
+    tasks: int
+    seconds: float
+
+    def line(self) -> str:
+        return f"analyze: {self.ok} patches in {self.seconds} s -> {self.table}"
 
 
 @dataclass(frozen=True)
@@ -181,9 +192,17 @@ def _prepare(url: str, batch: int) -> tuple[int, int, str]:
     return n, per_task, str(g.attrs.get("fingerprint", ""))
 
 
+def run_analysis(cfg: RunConfig, client: Client) -> AnalysisSummary:
+    """The stage's entry: analyze the run's store as ``cfg.analysis`` says."""
+    a = cfg.analysis
+    return analyze_store(
+        store_url(cfg), client, cfg.output, a.batch, a.layout_block if a.layout else 0
+    )
+
+
 def analyze_store(
     url: str, client: Client, out_dir: Path, batch: int = 256, factor: int = 4
-) -> dict[str, Any]:
+) -> AnalysisSummary:
     """Analyze every patch of the store at ``url``; returns the stage summary.
 
     ``batch``: patches per task, rounded up to whole shards. ``factor``: block size of the
@@ -218,15 +237,15 @@ def analyze_store(
                 writer.close()
     os.replace(tmp, path)
     seconds = time.perf_counter() - t0
-    return {
-        "store": url,
-        "table": str(path),
-        "patches": n,
-        "ok": ok,
-        "failed": n - ok,
-        "tasks": len(tasks),
-        "seconds": round(seconds, 2),
-    }
+    return AnalysisSummary(
+        store=url,
+        table=str(path),
+        patches=n,
+        ok=ok,
+        failed=n - ok,
+        tasks=len(tasks),
+        seconds=round(seconds, 2),
+    )
 
 
 def _in_order(

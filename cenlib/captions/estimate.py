@@ -16,7 +16,7 @@ from rich.table import Table
 from cenlib.captions import costs
 from cenlib.captions.stage import RESPONSES_DIR, load_requests, plan_requests
 from cenlib.config import RunConfig
-from cenlib.prompts.stage import PROMPTS
+from cenlib.prompts import PROMPTS
 
 
 def _duration(seconds: float) -> str:

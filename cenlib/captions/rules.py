@@ -38,13 +38,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from cenlib.classes import CLASS_NAMES
-from cenlib.prompts.cen35 import BINS, THRESHOLD, context_json, percent_bin
-from cenlib.prompts.context import (
+from cenlib.prompts import (
+    BINS,
     GRID3_NAMES,
     REGION_NAMES,
+    THRESHOLD,
     PatchContext,
+    context_json,
     draws,
     join_words,
+    percent_bin,
     ranked,
 )
 

@@ -52,8 +52,8 @@ from cenlib.captions.responses import (
 from cenlib.config import CaptionConfig
 from cenlib.errors import CenError
 from cenlib.io import file_digest, stable_hash, write_atomic
+from cenlib.prompts import PROMPTS
 from cenlib.prompts.cen4v import split_answer
-from cenlib.prompts.stage import PROMPTS
 
 RESPONSES_DIR = "responses"
 MERGED = "responses.jsonl"

@@ -49,6 +49,38 @@ from cenlib.ingest.store import (
     write_shard,
 )
 from cenlib.io import stable_hash
+from cenlib.search import SearchSummary
+from cenlib.summary import Summary
+
+
+@dataclass(frozen=True)
+class IngestSummary(Summary):
+    store: str
+    patches: int
+    shards: int
+    shards_skipped: int
+    shards_written: int
+    ok: int
+    failed: int
+    bytes_written: int
+    seconds: float
+    failure_rows: int = 0
+    preview: str = ""
+    search: SearchSummary | None = None  # the search the entry ran first (own summary line)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = super().as_dict()
+        d.pop("search")
+        return d
+
+    def line(self) -> str:
+        return (
+            f"ingest: {self.ok} patches ok, {self.failed} failed of {self.patches}; shards "
+            f"{self.shards_written} written, {self.shards_skipped} already done; "
+            f"{self.bytes_written / 2**20:.1f} MiB in {self.seconds} s; "
+            f"{self.failure_rows} rows in failures.jsonl"
+        )
+
 
 SUSPECT_NEGATIVE = 0.5  # share of the darkest pixels below -0.02 that flags a scene's offset
 
@@ -342,7 +374,7 @@ def make_tasks(
     return tasks
 
 
-def run_ingest(
+def ingest_patches(
     cfg: RunConfig,
     keys: list[PatchKey],
     s2_items: list[Item],
@@ -351,8 +383,8 @@ def run_ingest(
     client: Client,
     on_start: Callable[[int, int], None] | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Ingest every planned patch (skipping shards already done); returns the stage summary."""
+) -> IngestSummary:
+    """Ingest the patches ``keys`` from these items (skipping shards already done)."""
     p = params_from(cfg)
     url = store_url(cfg)
     fp = stable_hash(
@@ -383,17 +415,17 @@ def run_ingest(
                 on_done(r)
     seconds = time.perf_counter() - t0
     status = np.asarray(array(open_group(url), "status")[:])
-    return {
-        "store": url,
-        "patches": len(keys),
-        "shards": spec.n_shards,
-        "shards_skipped": len(done),
-        "shards_written": len(results),
-        "ok": int((status == "ok").sum()),
-        "failed": int((status == "failed").sum()),
-        "bytes_written": sum(r["bytes"] for r in results),
-        "seconds": round(seconds, 2),
-    }
+    return IngestSummary(
+        store=url,
+        patches=len(keys),
+        shards=spec.n_shards,
+        shards_skipped=len(done),
+        shards_written=len(results),
+        ok=int((status == "ok").sum()),
+        failed=int((status == "failed").sum()),
+        bytes_written=sum(r["bytes"] for r in results),
+        seconds=round(seconds, 2),
+    )
 
 
 def failure_rows(url: str) -> list[dict[str, Any]]:

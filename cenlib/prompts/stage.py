@@ -22,19 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from distributed import Client, as_completed, span
 
-from cenlib.analysis import LAYOUT_FIELDS
-from cenlib.analysis.layout import class_layout
-from cenlib.analysis.stage import COUNTS_ARRAY, TABLE, slug
-from cenlib.classes import CLASS_NAMES, NUM_CLASSES
+from cenlib.analysis import read_layouts, read_region_counts, table_path
 from cenlib.config import RunConfig
-from cenlib.ingest.sheet import true_colour
-from cenlib.ingest.store import array, open_group
+from cenlib.ingest import array, open_group, store_url, true_colour
 from cenlib.io import file_digest, stable_hash
 from cenlib.prompts import cen4v
 from cenlib.prompts.styles import ClassLayout, PatchContext, build_messages, get_style
+from cenlib.summary import Summary
 
 PROMPTS = "prompts.jsonl"
 
@@ -59,29 +55,11 @@ def message_key(messages: list[dict[str, Any]]) -> str:
 
 
 def _layouts(table: str, start: int, stop: int) -> list[dict[int, ClassLayout]]:
-    """Layout records of rows [start, stop) of the analysis table, reading only their groups."""
-    f = pq.ParquetFile(table)
-    cols = [f"{fld}_{slug(CLASS_NAMES[k])}" for k in range(1, NUM_CLASSES) for fld in LAYOUT_FIELDS]
-    first = 0
-    parts = []
-    for g in range(f.num_row_groups):
-        n = f.metadata.row_group(g).num_rows
-        if first < stop and first + n > start:
-            t = f.read_row_group(g, columns=cols).slice(max(0, start - first), stop - first)
-            parts.append(t.to_pydict())
-        first += n
-    out: list[dict[int, ClassLayout]] = []
-    for part in parts:
-        for row in range(len(next(iter(part.values())))):
-            per: dict[int, ClassLayout] = {}
-            for k in range(1, NUM_CLASSES):
-                name = slug(CLASS_NAMES[k])
-                rec = {fld: part[f"{fld}_{name}"][row] for fld in LAYOUT_FIELDS}
-                if rec["components"] and rec["components"] > 0:
-                    d = class_layout({f: (np.nan if v is None else v) for f, v in rec.items()})
-                    per[k] = ClassLayout.from_dict(d)
-            out.append(per)
-    return out
+    """Layout records of rows [start, stop) of the analysis table."""
+    return [
+        {k: ClassLayout.from_dict(d) for k, d in per.items()}
+        for per in read_layouts(table, start, stop)
+    ]
 
 
 def prompt_block(task: PromptTask) -> dict[str, Any]:
@@ -90,7 +68,7 @@ def prompt_block(task: PromptTask) -> dict[str, Any]:
     a, b = task.start, task.stop
     status = np.asarray(array(g, "status")[a:b])
     ids = np.asarray(array(g, "patch_id")[a:b])
-    counts = np.asarray(array(g, COUNTS_ARRAY)[a:b])
+    counts = read_region_counts(g, a, b)
     style = get_style(task.style)
     labels = np.asarray(array(g, "land_cover")[a:b]) if style.needs_labels else None
     bands = [str(x) for x in np.asarray(array(g, "band")[:])]
@@ -144,10 +122,23 @@ def prompt_block(task: PromptTask) -> dict[str, Any]:
     return {"index": task.index, "prompts": len(lines)}
 
 
-def run_prompts(cfg: RunConfig, url: str, client: Client) -> dict[str, Any]:
-    """Build the prompts of every ok patch of the store; returns the stage summary."""
+@dataclass(frozen=True)
+class PromptSummary(Summary):
+    style: str
+    prompts: int
+    parts_skipped: int
+    seconds: float
+    file: str
+
+    def line(self) -> str:
+        return f"prompt: {self.prompts} prompts ({self.style}) -> {self.file}"
+
+
+def run_prompts(cfg: RunConfig, client: Client, url: str | None = None) -> PromptSummary:
+    """Build the prompts of every ok patch of the run's store (or the store at ``url``)."""
+    url = url or store_url(cfg)
     out = cfg.output
-    table = out / TABLE
+    table = table_path(out)
     if not table.is_file():
         raise FileNotFoundError(f"no analysis table at {table}; run `cen analyze CONFIG` first")
     g = open_group(url)
@@ -202,10 +193,10 @@ def run_prompts(cfg: RunConfig, url: str, client: Client) -> dict[str, Any]:
     for stale in parts_dir.glob("part-*.jsonl"):
         if not stale.name.endswith(f"-{token}.jsonl"):
             stale.unlink()
-    return {
-        "style": style.versioned,
-        "prompts": total,
-        "parts_skipped": len(tasks) - len(todo),
-        "seconds": round(time.perf_counter() - t0, 2),
-        "file": str(out / PROMPTS),
-    }
+    return PromptSummary(
+        style=style.versioned,
+        prompts=total,
+        parts_skipped=len(tasks) - len(todo),
+        seconds=round(time.perf_counter() - t0, 2),
+        file=str(out / PROMPTS),
+    )

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distributed import Client, as_completed, span
 
 from cenlib.config import RunConfig
+from cenlib.errors import CenError
 from cenlib.grid import PatchKey, patch_xy
 from cenlib.io import replace_failures
 from cenlib.stac.search import SearchRequest, search
+from cenlib.summary import Summary
 
 SOURCES = ("sentinel2", "worldcover")
 GROUP_LEVEL = 5  # a group spans 2**5 x 2**5 patches: about 160 km at ChatEarthNet's zoom 13
@@ -30,6 +32,38 @@ class Aoi:
 
     name: str
     bbox: tuple[float, float, float, float]
+
+
+class SearchFailedError(CenError, RuntimeError):
+    """Every search of a source failed: nothing to go on with."""
+
+
+@dataclass(frozen=True)
+class SearchSummary(Summary):
+    groups: int
+    searches: int
+    failed: int
+    failed_by_source: dict[str, int] = field(default_factory=dict)
+    items: dict[str, int] = field(default_factory=dict)
+    dropped_cloudy: int = 0
+    cloud_filter: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"search: {self.searches} searches over {self.groups} groups, {self.failed} failed; "
+            f"items: {self.items}; cloudy scenes dropped: {self.dropped_cloudy} "
+            f"(cloud filter: {', '.join(self.cloud_filter) or 'n/a'})"
+        )
+
+    def check(self, cfg: RunConfig, urls: dict[str, str], out: Path) -> None:
+        """Raise when every search of a source failed (a wrong URL, an API down)."""
+        for src, n in self.failed_by_source.items():
+            if self.groups and n == self.groups:
+                sc = getattr(cfg.sources, src)
+                raise SearchFailedError(
+                    f"every {src} search failed ({sc.collection} at {urls[src]}); see "
+                    f"{out / 'failures.jsonl'}; check sources.{src}.api and that the API is up"
+                )
 
 
 def patch_groups(
@@ -118,7 +152,7 @@ def run_search(
     on_done: Callable[[str], None] | None = None,
     sources: tuple[str, ...] = SOURCES,
     subdir: str = "search",
-) -> dict[str, Any]:
+) -> SearchSummary:
     """Search every (area, source) pair on the cluster and write the results to `out/subdir`."""
     reqs = requests_for(cfg, urls, aois, sources)
     with span("search"):  # groups the stage's tasks in the dashboard's span views
@@ -152,14 +186,29 @@ def run_search(
                 f.write(json.dumps(its[iid]) + "\n")
     (folder / "by_group.json").write_text(json.dumps(by_aoi, indent=1) + "\n")
     replace_failures(out, [subdir], failures)  # this stage's own records, nobody else's
-    return {
-        "groups": len(aois),
-        "searches": len(reqs),
-        "failed": len(failures),
-        "failed_by_source": {src: sum(f["source"] == src for f in failures) for src in sources},
-        "items": {s: len(v) for s, v in unique.items()},
-        "dropped_cloudy": len(dropped),
-        "cloud_filter": sorted(
+    return SearchSummary(
+        groups=len(aois),
+        searches=len(reqs),
+        failed=len(failures),
+        failed_by_source={src: sum(f["source"] == src for f in failures) for src in sources},
+        items={s: len(v) for s, v in unique.items()},
+        dropped_cloudy=len(dropped),
+        cloud_filter=sorted(
             {r["cloud_filter"] for r in results if r["ok"] and r["source"] == "sentinel2"}
         ),
-    }
+    )
+
+
+def search_patches(
+    cfg: RunConfig,
+    urls: dict[str, str],
+    keys: list[PatchKey],
+    client: Client,
+    on_done: Callable[[str], None] | None = None,
+) -> SearchSummary:
+    """Both sources for the groups of nearby ``keys`` (into ``<run>/search``); raises
+    :class:`SearchFailedError` when every search of a source failed."""
+    groups = [g for g, _ in patch_groups(keys)]
+    summary = run_search(cfg, urls, groups, client, cfg.output, on_done)
+    summary.check(cfg, urls, cfg.output)
+    return summary

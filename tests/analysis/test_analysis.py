@@ -21,17 +21,16 @@ from cenlib.analysis import (
     LAYOUT_FIELDS,
     REGIONS,
     analyze_store,
-    edge_names,
     fractions,
     layout,
-    orientation_name,
     patch_layout,
     region_boxes,
     region_counts,
-    region_counts_bincount,
     region_index,
-    slug,
 )
+from cenlib.analysis.kernels import region_counts_bincount
+from cenlib.analysis.layout import edge_names, orientation_name
+from cenlib.analysis.read import slug
 from cenlib.classes import CLASS_NAMES, NUM_CLASSES
 from cenlib.ingest.store import ShardData, StoreSpec, create_or_open, open_group, write_shard
 

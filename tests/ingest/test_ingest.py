@@ -26,7 +26,7 @@ from rasterio.warp import Resampling
 from cenlib.classes import worldcover_to_index
 from cenlib.config import RunConfig, parse_config
 from cenlib.grid import Grid
-from cenlib.ingest.stage import failure_rows, run_ingest
+from cenlib.ingest.stage import failure_rows, ingest_patches
 from cenlib.ingest.store import StoreError, open_group
 from cenlib.stac.search import SearchRequest, search
 
@@ -59,7 +59,7 @@ def test_scene_choice_mosaic_and_independent_read(
     s2, wc = _items(world_apis, DOLOMITES)
     keys = list(Grid().covering(DOLOMITES))
     cfg = _cfg(tmp_path)
-    summary = run_ingest(cfg, keys, s2, wc, world_apis, dask_client)
+    summary = ingest_patches(cfg, keys, s2, wc, world_apis, dask_client)
     assert summary["shards_written"] == summary["shards"] == -(-len(keys) // 4)
     ds = xr.open_zarr(summary["store"], consolidated=False)
     ok = ds.status.values == "ok"
@@ -103,7 +103,7 @@ def test_scene_choice_mosaic_and_independent_read(
                 assert abs(ref.mean() - got.mean()) <= 0.005
                 assert np.abs(ref - got).mean() <= 0.005
     # Re-running skips every shard and changes nothing.
-    again = run_ingest(cfg, keys, s2, wc, world_apis, dask_client)
+    again = ingest_patches(cfg, keys, s2, wc, world_apis, dask_client)
     assert again["shards_skipped"] == summary["shards"] and again["shards_written"] == 0
 
 
@@ -114,7 +114,7 @@ def test_utm_grid_southern_hemisphere_is_a_plain_paste(
     grid = Grid("utm")
     keys = list(grid.covering(SAO_LUIS))
     assert keys and all(k.zone == 32723 for k in keys)
-    summary = run_ingest(
+    summary = ingest_patches(
         _cfg(tmp_path, grid={"kind": "utm"}), keys, s2, wc, world_apis, dask_client
     )
     ds = xr.open_zarr(summary["store"], consolidated=False)
@@ -149,7 +149,7 @@ def test_tolerated_failures_name_item_asset_href(
             it["assets"]["red"]["href"] = str(corrupt)
         else:
             it["assets"]["scl"]["href"] = str(tmp_path / "missing" / "SCL.tif")
-    summary = run_ingest(_cfg(tmp_path), keys, broken, wc, world_apis, dask_client)
+    summary = ingest_patches(_cfg(tmp_path), keys, broken, wc, world_apis, dask_client)
     assert summary["ok"] + summary["failed"] == len(keys)
     rows = failure_rows(summary["store"])
     assert summary["ok"] == 0 and {r["patch_id"] for r in rows} >= {k.id for k in keys}
@@ -174,7 +174,7 @@ def test_http_404_is_recorded(
         url = f"http://127.0.0.1:{server.server_address[1]}/gone/ESA_WorldCover_Map.tif"
         for it in gone:
             it["assets"]["map"]["href"] = url
-        summary = run_ingest(_cfg(tmp_path), keys, s2, gone, world_apis, dask_client)
+        summary = ingest_patches(_cfg(tmp_path), keys, s2, gone, world_apis, dask_client)
     finally:
         server.shutdown()
     assert summary["failed"] == len(keys)
@@ -191,8 +191,8 @@ def test_store_urls_and_foreign_store(
     s2, wc = _items(world_apis, DOLOMITES)
     keys = list(Grid().covering(DOLOMITES))[:6]
     url = (tmp_path / "via-fsspec.zarr").as_uri()
-    a = run_ingest(_cfg(tmp_path, ingest={"store": url}), keys, s2, wc, world_apis, dask_client)
-    b = run_ingest(_cfg(tmp_path), keys, s2, wc, world_apis, dask_client)
+    a = ingest_patches(_cfg(tmp_path, ingest={"store": url}), keys, s2, wc, world_apis, dask_client)
+    b = ingest_patches(_cfg(tmp_path), keys, s2, wc, world_apis, dask_client)
     ga, gb = open_group(url), open_group(b["store"])
     for name in ("reflectance", "land_cover", "scl", "patch_id", "datetime"):
         assert np.array_equal(np.asarray(ga[name][:]), np.asarray(gb[name][:])), name
@@ -202,7 +202,7 @@ def test_store_urls_and_foreign_store(
         LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as lc,
         Client(lc) as local,
     ):
-        m = run_ingest(
+        m = ingest_patches(
             _cfg(tmp_path, ingest={"store": "memory://cen/test.zarr"}),
             keys,
             s2,
@@ -215,15 +215,17 @@ def test_store_urls_and_foreign_store(
         assert np.array_equal(np.asarray(gm["reflectance"][:]), np.asarray(ga["reflectance"][:]))
     # A store of another plan is refused, not mixed.
     with pytest.raises(StoreError, match="another plan or configuration"):
-        run_ingest(_cfg(tmp_path, ingest={"store": url}), keys[:3], s2, wc, world_apis, dask_client)
+        ingest_patches(
+            _cfg(tmp_path, ingest={"store": url}), keys[:3], s2, wc, world_apis, dask_client
+        )
     # ... unless asked to replace it, and only when it is a store of ours.
     cfg = _cfg(tmp_path, ingest={"store": url, "replace_foreign": True})
-    assert run_ingest(cfg, keys[:3], s2, wc, world_apis, dask_client)["patches"] == 3
+    assert ingest_patches(cfg, keys[:3], s2, wc, world_apis, dask_client)["patches"] == 3
     other = tmp_path / "not-ours.zarr"
     zarr.open_group(str(other), mode="w").attrs["fingerprint"] = "x"
     cfg = _cfg(tmp_path, ingest={"store": str(other), "replace_foreign": True})
     with pytest.raises(StoreError, match="another plan"):
-        run_ingest(cfg, keys[:3], s2, wc, world_apis, dask_client)
+        ingest_patches(cfg, keys[:3], s2, wc, world_apis, dask_client)
 
 
 def _job_config(tmp: Path, demo_world: Path, name: str) -> Path:
@@ -240,6 +242,7 @@ def _job_config(tmp: Path, demo_world: Path, name: str) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_to_identical_store(tmp_path: Path, demo_world: Path) -> None:
     full = _job_config(tmp_path, demo_world, "full")
     cut = _job_config(tmp_path, demo_world, "cut")
@@ -286,7 +289,7 @@ def test_named_seasons_restrict_the_days(
         time={"start": "2021-06-01", "end": "2021-09-30", "seasons": {"late": [md, md]}},
         thresholds={"max_patch_cloud": 100, "max_patch_nodata": 100},
     )
-    s = run_ingest(cfg, keys, s2, wc, world_apis, dask_client)
+    s = ingest_patches(cfg, keys, s2, wc, world_apis, dask_client)
     ds = xr.open_zarr(s["store"], consolidated=False)
     ok = ds.status.values == "ok"
     assert ok.any()
@@ -296,6 +299,6 @@ def test_named_seasons_restrict_the_days(
         tmp_path / "w", time={"start": "2021-06-01", "end": "2021-09-30",
                               "seasons": {"winter": ["12-01", "02-28"]}},
     )  # fmt: skip
-    w = run_ingest(winter, keys, s2, wc, world_apis, dask_client)
+    w = ingest_patches(winter, keys, s2, wc, world_apis, dask_client)
     reasons = set(xr.open_zarr(w["store"], consolidated=False).reason.values)
     assert w["ok"] == 0 and all("seasons ['winter']" in r for r in reasons if "WorldCover" not in r)

@@ -22,7 +22,7 @@ from cenlib.config import parse_config
 from cenlib.grid import Grid, PatchKey
 from cenlib.ingest.read import Readers
 from cenlib.ingest.scenes import candidates, negative_dark_share, reflectance
-from cenlib.ingest.stage import failure_rows, run_ingest
+from cenlib.ingest.stage import failure_rows, ingest_patches
 from cenlib.stac import dialects
 from cenlib.stac.search import SearchRequest, search
 from cenlib.stac.server import serve_world
@@ -63,7 +63,7 @@ def _run(
             "ingest": {"shard_patches": 2},
         }
     )
-    summary = run_ingest(cfg, keys, s2, wc, urls, client)
+    summary = ingest_patches(cfg, keys, s2, wc, urls, client)
     return keys, s2, summary, xr.open_zarr(summary["store"], consolidated=False)
 
 

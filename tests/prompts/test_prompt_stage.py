@@ -16,7 +16,7 @@ from distributed import Client
 from cenlib.analysis import analyze_store, region_counts
 from cenlib.config import ConfigError, RunConfig, parse_config
 from cenlib.grid import Grid
-from cenlib.ingest.stage import run_ingest
+from cenlib.ingest.stage import ingest_patches
 from cenlib.ingest.store import open_group
 from cenlib.prompts.stage import PROMPTS, run_prompts
 from cenlib.stac.search import SearchRequest, search
@@ -36,7 +36,7 @@ def analysed(
     ).items
     wc = search(SearchRequest(world_apis["planetary-computer"], "esa-worldcover", DOLOMITES)).items
     keys = list(Grid().covering(DOLOMITES))
-    s = run_ingest(
+    s = ingest_patches(
         cfg, keys, [i.to_dict() for i in s2], [i.to_dict() for i in wc], world_apis, dask_client
     )
     a = analyze_store(s["store"], dask_client, out)
@@ -54,7 +54,7 @@ def test_prompts_for_every_ok_patch(
 ) -> None:
     base, url = analysed
     cfg = base.model_copy(update={"prompt": base.prompt.model_copy(update={"style": style})})
-    first = run_prompts(cfg, url, dask_client)
+    first = run_prompts(cfg, dask_client, url)
     recs = _read(cfg.output / PROMPTS)
     g = open_group(url)
     ok_ids = [str(i) for i, st in zip(g["patch_id"][:], g["status"][:], strict=True) if st == "ok"]
@@ -63,7 +63,7 @@ def test_prompts_for_every_ok_patch(
     assert len({r["key"] for r in recs}) == len(recs)  # distinct patches, distinct prompts
     # Re-running reuses every part and gives the same bytes.
     before = (cfg.output / PROMPTS).read_bytes()
-    again = run_prompts(cfg, url, dask_client)
+    again = run_prompts(cfg, dask_client, url)
     assert again["parts_skipped"] > 0 and (cfg.output / PROMPTS).read_bytes() == before
     if style == "chatearthnet-4v":
         parts = recs[0]["messages"][-1]["content"]
@@ -123,7 +123,7 @@ def test_4v_groups_patches_per_request_with_fallbacks(
     base, url = analysed
     prompt = base.prompt.model_copy(update={"style": "chatearthnet-4v", "per_request": 4})
     cfg = base.model_copy(update={"prompt": prompt})
-    run_prompts(cfg, url, dask_client)
+    run_prompts(cfg, dask_client, url)
     recs = _read(cfg.output / PROMPTS)
     g = open_group(url)
     ok_ids = [str(i) for i, st in zip(g["patch_id"][:], g["status"][:], strict=True) if st == "ok"]
