@@ -16,29 +16,34 @@ from cenlib.plan.stage import read_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-do-not-leak-4242"
+DOLOMITES = [11.97, 46.56, 12.03, 46.61]  # a few patches of the demo world: a quick run
 
 
 def _run(
-    tmp_path: Path, demo_world: Path, **overrides: object
+    tmp_path: Path, demo_world: Path, *args: str, name: str = "run", **overrides: object
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``cen run`` (or ``cen ARGS`` when ``args`` start with a subcommand) on the demo config
+    with ``overrides``, output in ``tmp_path / name``."""
     cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    cfg["output"] = str(tmp_path / "run")
+    cfg["output"] = str(tmp_path / name)
     cfg["world"]["cache_dir"] = str(demo_world.parent)  # reuse the session's demo world
     cfg.update(overrides)
-    path = tmp_path / "cfg.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OPENAI_API_KEY": SECRET, "COLUMNS": "200"}
+    command = [args[0], str(path), *args[1:]] if args else ["run", str(path)]
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "cen"), "run", str(path)],
+        [str(Path(sys.executable).parent / "cen"), *command],
         capture_output=True,
         text=True,
         timeout=600,
         env=env,
         cwd=tmp_path,
     )
-    return proc, tmp_path / "run"
+    return proc, tmp_path / name
 
 
+@pytest.mark.e2e
 def test_demo_job_end_to_end(tmp_path: Path, demo_world: Path) -> None:
     proc, run = _run(tmp_path, demo_world)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -87,6 +92,7 @@ def test_demo_job_end_to_end(tmp_path: Path, demo_world: Path) -> None:
     assert SECRET not in proc.stdout + proc.stderr
 
 
+@pytest.mark.e2e
 def test_unreachable_source_stops_the_run_and_keeps_the_record(
     tmp_path: Path, demo_world: Path
 ) -> None:
@@ -107,6 +113,7 @@ def test_unreachable_source_stops_the_run_and_keeps_the_record(
     assert len((run / "search" / "worldcover.ndjson").read_text().splitlines()) == 4
 
 
+@pytest.mark.e2e
 def test_job_on_an_existing_scheduler(tmp_path: Path, demo_world: Path) -> None:
     """cluster kind 'address': a scheduler and a worker started as separate processes."""
     from cenlib.stac.server import free_port
@@ -154,3 +161,24 @@ def test_ingest_alone_keeps_the_plans_failure_records(tmp_path: Path) -> None:
         replace_failures(tmp_path, ["ingest"], [{"stage": "search", "reason": "x"}])
     clear_failures(tmp_path)  # a new plan starts the run over
     assert path.read_text() == ""
+
+
+def test_run_until_prompt_then_caption_those_prompts_in_another_run(
+    tmp_path: Path, demo_world: Path
+) -> None:
+    """`cen run --until prompt` stops after the prompts; `cen caption --prompts RUN` captions
+    them in a new run directory (another endpoint setup, same prompts)."""
+    proc, first = _run(tmp_path, demo_world, "run", "--until", "prompt", aoi=[DOLOMITES])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["stages"] == ["plan", "ingest", "analyze", "prompt"] and "caption" not in summary
+    assert (first / "prompts.jsonl").is_file() and not (first / "captions.jsonl").exists()
+    proc, second = _run(tmp_path, demo_world, "caption", "--prompts", str(first), name="other")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    prompts = (first / "prompts.jsonl").read_bytes()
+    assert (second / "prompts.jsonl").read_bytes() == prompts
+    caps = [json.loads(ln) for ln in (second / "captions.jsonl").read_text().splitlines()]
+    assert len(caps) == len(prompts.splitlines()) > 0
+    assert not (second / "plan.parquet").exists()  # nothing but the caption stage ran there
+    proc, _ = _run(tmp_path, demo_world, "run", "--until", "export", name="bad")
+    assert proc.returncode == 2 and "--until 'export' is not a stage" in proc.stderr
