@@ -34,7 +34,7 @@ def _load(path: Path) -> RunConfig:
         return load_config(path)
     except ConfigError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
 
 
 @config_app.command("show")
@@ -63,7 +63,7 @@ def world_build(
             m = build_world(out, preset, seed, lambda _m, n: bar.advance(task, n))
         except FileExistsError as e:
             err.print(f"[red]error:[/] {e}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(2) from e
     typer.echo(json.dumps(m["counts"]))
 
 
@@ -95,7 +95,7 @@ def stac_serve(
                 stop.wait()
     except StacServerError as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(1) from e
 
 
 @stac_app.command("search")
@@ -113,17 +113,17 @@ def stac_search(
         parts = tuple(float(v) for v in bbox.split(","))
         if len(parts) != 4:
             raise ValueError
-    except ValueError:
+    except ValueError as e:
         err.print(
             f"[red]error:[/] --bbox {bbox!r} must be four numbers: min_lon,min_lat,max_lon,max_lat"
         )
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     try:
         box4 = (parts[0], parts[1], parts[2], parts[3])
         res = search(SearchRequest(url, collection, box4, datetime, max_cloud))
     except StacSearchError as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(1) from e
     for it in res.items:
         typer.echo(f"{it.id}\t{it.properties.get('eo:cloud_cover', '')}")
     err.print(
@@ -222,7 +222,7 @@ def caption(
             print_estimate(_load(config))
         except FileNotFoundError as e:
             err.print(f"[red]error:[/] {e}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(2) from e
         return
     _run(config, ("caption",), max_cost, prompts)
 
@@ -258,4 +258,4 @@ def prompt(
             print(json.dumps(obj))
     except PreviewError as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e

@@ -419,7 +419,7 @@ def parse_config(data: Any, source: str = "<config>") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(source, e)) from None
+        raise ConfigError(_format_errors(source, e)) from e
 
 
 def load_config(path: str | Path) -> RunConfig:

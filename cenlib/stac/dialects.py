@@ -23,11 +23,11 @@ def detect(item: dict[str, Any]) -> Dialect:
 def asset_key(dialect: Dialect, band: str) -> str:
     try:
         return ASSET_KEYS[dialect][band]
-    except KeyError:
+    except KeyError as e:
         known = ", ".join(ASSET_KEYS[dialect])
         raise KeyError(
             f"band {band!r} has no asset in the {dialect} dialect; known: {known}"
-        ) from None
+        ) from e
 
 
 def reflectance_scale_offset(item: dict[str, Any], band: str) -> tuple[float, float]:

@@ -57,7 +57,7 @@ PRESETS: dict[str, tuple[Area, ...]] = {
 def preset_areas(name: str) -> tuple[Area, ...]:
     try:
         return PRESETS[name]
-    except KeyError:
+    except KeyError as e:
         raise ValueError(
             f"unknown world preset {name!r}; choose one of {', '.join(PRESETS)}"
-        ) from None
+        ) from e
