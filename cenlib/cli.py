@@ -216,7 +216,7 @@ def caption(
     run with this config's endpoints, e.g. to compare models on the same prompts.
     """
     if estimate:
-        from cenlib.captions.estimate import print_estimate
+        from cenlib.captions import print_estimate
 
         try:
             print_estimate(_load(config))
@@ -248,7 +248,7 @@ def prompt(
     if target != "preview":
         _run(Path(target), ("prompt",))
         return
-    from cenlib.prompts.preview import PreviewError, preview_labels
+    from cenlib.prompts import PreviewError, preview_labels
 
     if labels is None:
         err.print("[red]error:[/] preview needs --labels FILE.npy")

@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from cenlib.analysis import run_analysis
-from cenlib.captions.stage import CAPTIONS, CaptionError, run_captions  # TODO(contract)
+from cenlib.captions import CAPTIONS, CaptionError, CaptionSummary, run_captions
 from cenlib.cluster import make_client
 from cenlib.config import CaptionConfig, RunConfig
 from cenlib.errors import CenError
@@ -103,7 +103,7 @@ def caption_endpoints(cfg: RunConfig, console: Console) -> Iterator[CaptionConfi
     with contextlib.ExitStack() as stack:
         for i, e in enumerate(eps):
             if e.kind == "smollm2" and not e.base_url:
-                from cenlib.captions.smollm2 import serve_smollm2
+                from cenlib.captions import serve_smollm2
 
                 with console.status("caption: starting the local SmolLM2 server"):
                     local = stack.enter_context(
@@ -114,7 +114,9 @@ def caption_endpoints(cfg: RunConfig, console: Console) -> Iterator[CaptionConfi
         yield cfg.caption.model_copy(update={"endpoints": tuple(eps)})
 
 
-def _caption(cfg: RunConfig, client: Any, console: Console, max_cost: float | None) -> Any:
+def _caption(
+    cfg: RunConfig, client: Any, console: Console, max_cost: float | None
+) -> CaptionSummary:
     with (
         caption_endpoints(cfg, console) as caption,
         Progress(
