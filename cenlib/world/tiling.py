@@ -9,6 +9,7 @@ from functools import lru_cache
 import mgrs
 import numpy as np
 from affine import Affine
+from mgrs.core import MGRSError
 from pyproj import Transformer
 
 S2_TILE_PX_10M = 10980  # 109.8 km at 10 m
@@ -118,7 +119,12 @@ def s2_tiles_covering(
                 tid = m.toMGRS(la, lo, MGRSPrecision=0)
                 if int(tid[:2]) != epsg % 100:
                     continue
-                tile = s2_tile(tid)
+                try:
+                    tile = s2_tile(tid)
+                except MGRSError:
+                    # A probe a hair across the equator names the other hemisphere's square,
+                    # which mgrs cannot place; the point's own square is probed as well.
+                    continue
                 x0, y0, x1, y1 = tile.bounds
                 if x0 <= x <= x1 and y0 <= y <= y1:
                     found[tid] = tile
