@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck lock bench clean smollm2
+.PHONY: demo test test-fast lint typecheck lock bench clean smollm2
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +34,18 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check cenlib jobs tests benchmarks
 	$(BIN)/ruff format --check cenlib jobs tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck smollm2
 	$(BIN)/pytest
+
+# The fast lane (a couple of minutes): no `slow` test, no `e2e` one (whole jobs, the CLI end to
+# end, the notebooks, the SmolLM2 extra), so no llama.cpp build either.
+test-fast: lint typecheck
+	$(BIN)/pytest -m "not slow and not e2e"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_search.py

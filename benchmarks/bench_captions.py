@@ -34,9 +34,11 @@ os.environ.setdefault("CEN_TEST_API_KEY", "sk-bench")
 from caption_support import caption_config, endpoint, write_prompts  # noqa: E402
 from openai_server import fetch_log  # noqa: E402
 
+from cenlib.captions import run_captions  # noqa: E402
 from cenlib.captions.pool import Pool, Request  # noqa: E402
 from cenlib.captions.responses import ShardWriter  # noqa: E402
-from cenlib.captions.stage import GroupCommit, read_prompts, run_captions  # noqa: E402
+from cenlib.captions.worker import GroupCommit  # noqa: E402
+from cenlib.prompts import read_prompts  # noqa: E402
 
 N = 3000
 CONCURRENCY = 64

@@ -10,8 +10,7 @@ import numpy as np
 
 from cenlib.captions.responses import request_key
 from cenlib.config import CaptionConfig, EndpointConfig
-from cenlib.prompts.cen4v import build_batch_messages
-from cenlib.prompts.styles import PatchContext, build_messages
+from cenlib.prompts import PatchContext, get_style
 
 KEY_ENV = "CEN_TEST_API_KEY"
 """Set by conftest before the session's cluster starts, so its workers inherit it."""
@@ -30,13 +29,21 @@ def label_maps(n: int, seed: int = 0) -> np.ndarray:
 
 
 def write_prompts(
-    out: Path, n: int, *, style: str = "chatearthnet-3.5", seed: int = 0, per_request: int = 1
+    out: Path,
+    n: int,
+    *,
+    style: str = "chatearthnet-3.5",
+    seed: int = 0,
+    per_request: int = 1,
+    facts: bool = True,
 ) -> list[str]:
     """A run directory's ``prompts.jsonl`` with ``n`` patches' prompts built like the prompt
-    stage's (``per_request`` > 1: chatearthnet-4v lines of several patches, with fallbacks)."""
+    stage's (``per_request`` > 1: chatearthnet-4v lines of several patches, with fallbacks).
+    ``facts=False`` writes them as files from before prompt records carried facts."""
     out.mkdir(parents=True, exist_ok=True)
     ids = [f"p{i:05d}" for i in range(n)]
     ctxs = [PatchContext.from_labels(labels) for labels in label_maps(n, seed)]
+    st = get_style(style)
     with open(out / "prompts.jsonl", "w", encoding="utf-8") as f:
         for s in range(0, n, per_request):
             group = list(zip(ids[s : s + per_request], ctxs[s : s + per_request], strict=True))
@@ -44,16 +51,21 @@ def write_prompts(
                 pid, ctx = group[0]
                 rec: dict[str, Any] = {
                     "patch_id": pid,
-                    "messages": build_messages(style, ctx, 0, pid),
+                    "facts": st.describe(ctx, 0, pid),
+                    "messages": st.build(ctx, 0, pid),
                 }
             else:
+                assert st.build_batch is not None
                 pids = [p for p, _ in group]
                 rec = {
                     "patch_id": ",".join(pids),
                     "patch_ids": pids,
-                    "messages": build_batch_messages([c for _, c in group], 0, pids),
-                    "fallback": [build_messages(style, c, 0, p) for p, c in group],
+                    "facts": [st.describe(c, 0, p) for p, c in group],
+                    "messages": st.build_batch([c for _, c in group], 0, pids),
+                    "fallback": [st.build(c, 0, p) for p, c in group],
                 }
+            if not facts:
+                del rec["facts"]
             f.write(json.dumps({**rec, "style": style, "seed": 0, "key": ""}) + "\n")
     return ids
 

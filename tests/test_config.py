@@ -92,18 +92,21 @@ def _cen(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.e2e
 def test_cli_config_show_prints_resolved_config() -> None:
     r = _cen("config", "show", str(REPO / "configs" / "demo.yaml"))
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["thresholds"]["min_valid_fraction"] == 0.9
 
 
+@pytest.mark.e2e
 def test_cli_config_show_error_exit_code(tmp_path: Path) -> None:
     r = _cen("config", "show", str(_write(tmp_path, "colour: blue\n")))
     assert r.returncode == 2
     assert "colour" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "sub",
     [

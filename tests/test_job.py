@@ -163,6 +163,7 @@ def test_ingest_alone_keeps_the_plans_failure_records(tmp_path: Path) -> None:
     assert path.read_text() == ""
 
 
+@pytest.mark.e2e
 def test_run_until_prompt_then_caption_those_prompts_in_another_run(
     tmp_path: Path, demo_world: Path
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+pytestmark = pytest.mark.e2e  # each notebook runs top to bottom in a kernel
 
 
 def test_there_are_notebooks() -> None:

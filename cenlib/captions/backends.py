@@ -15,22 +15,27 @@ empty         a completion without choices or text                  retry, count
 endpoint      401, 403, 404, a missing key: this endpoint is broken  endpoint off for the run
 request       400, 413, 422: this request is refused here           try other endpoints only
 ============  ====================================================  =============================
+
+The ``openai`` SDK and the ``rules`` captioner (with the prompt styles it reads) are imported
+when an endpoint of their kind is first used, not with this module: a Dask worker of a rules
+run never imports ``openai``, and one of an OpenAI run never imports the prompt styles.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import openai
-
-from cenlib.captions import costs, rules
-from cenlib.captions.limiter import retry_after_seconds
+from cenlib.captions import costs
 from cenlib.config import EndpointConfig
+from cenlib.prompts import Facts
+
+RequestFacts = Facts | list[Facts]
+"""What a request states, never sent: one patch's facts, or a list for a multi-patch request."""
+_Captioner = Callable[[Sequence[Mapping[str, Any]], Mapping[str, Any] | None, int, str], str]
 
 
 class Fault(Exception):
@@ -67,7 +72,10 @@ class Backend:
         *,
         seed: int,
         patch_id: str,
+        facts: RequestFacts | None = None,
     ) -> Answer:
+        """Answer ``messages``. ``facts`` (what the prompt states, from the prompt record) is for
+        in-process captioners; it is never sent to a model and is not part of the request key."""
         raise NotImplementedError
 
     def warm(self) -> None:
@@ -79,8 +87,22 @@ class Backend:
 
 class RulesBackend(Backend):
     """The built-in captioner (:mod:`cenlib.captions.rules`): no network, never fails on a
-    well-formed prompt of ours. Tokens are counted with cl100k_base, so that the accounting of
-    a demo run looks like a paid one (its price is whatever the config says, 0 by default)."""
+    well-formed prompt of ours. It writes from the request's facts; a request without facts (a
+    prompts file written before prompt records carried them) is read back from its English, as
+    a model would, which gives the same text. Tokens are counted with cl100k_base, so that the
+    accounting of a demo run looks like a paid one (its price is whatever the config says, 0 by
+    default)."""
+
+    def __init__(self, endpoint: EndpointConfig) -> None:
+        super().__init__(endpoint)
+        self._answer: _Captioner | None = None
+
+    def warm(self) -> None:
+        if self._answer is None:
+            from cenlib.captions.rules import answer  # with the prompt styles (module doc)
+
+            costs.text_tokens("")  # loads the token table
+            self._answer = answer
 
     async def complete(
         self,
@@ -89,10 +111,23 @@ class RulesBackend(Backend):
         *,
         seed: int,
         patch_id: str,
+        facts: RequestFacts | None = None,
     ) -> Answer:
         t0 = time.perf_counter()
+        self.warm()
+        assert self._answer is not None
+        if isinstance(facts, list):
+            if len(facts) != 1:
+                raise Fault(
+                    "request",
+                    f"the rules captioner writes one patch per request; this one has "
+                    f"{len(facts)} (set prompt.per_request: 1)",
+                )
+            facts = facts[0]
         try:
-            text = rules.answer(messages, None, seed, patch_id)
+            # Without facts (a prompts file from before they were written) rules.answer reads
+            # the statement back from the user message: the same text, from regexes.
+            text = self._answer(messages, facts, seed, patch_id)
         except (ValueError, KeyError) as e:
             raise Fault("request", f"rules captioner cannot read this prompt: {e}") from e
         return Answer(
@@ -119,111 +154,8 @@ def api_key(endpoint: EndpointConfig) -> str:
     return key
 
 
-class OpenAIBackend(Backend):
-    """Chat Completions through ``openai.AsyncOpenAI`` (the SDK's own retries are off: the pool
-    retries, fails over and paces)."""
-
-    def __init__(self, endpoint: EndpointConfig) -> None:
-        super().__init__(endpoint)
-        self._client: openai.AsyncOpenAI | None = None
-
-    def _get(self) -> openai.AsyncOpenAI:
-        if self._client is None:
-            self._client = openai.AsyncOpenAI(
-                base_url=self.endpoint.base_url,
-                api_key=api_key(self.endpoint),
-                max_retries=0,
-                timeout=self.endpoint.timeout_s,
-            )
-            # The SDK imports its resources on first use: do it now, not after a rate slot
-            # was booked (a late first send would bunch up with the next ones).
-            _ = self._client.chat.completions
-        return self._client
-
-    def warm(self) -> None:
-        self._get()
-
-    async def complete(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        params: Mapping[str, Any],
-        *,
-        seed: int,
-        patch_id: str,
-    ) -> Answer:
-        ep = self.endpoint.label
-        client = self._get()
-        t0 = time.perf_counter()
-        try:
-            completion = await client.chat.completions.create(
-                model=self.endpoint.model_name,
-                messages=list(messages),  # type: ignore[arg-type]
-                **dict(params),
-            )
-        except openai.RateLimitError as e:
-            raise Fault("rate_limit", f"{ep} answered 429", _retry_after(e)) from None
-        except openai.APITimeoutError:
-            raise Fault(
-                "timeout", f"{ep} did not answer within {self.endpoint.timeout_s:g} s"
-            ) from None
-        except openai.APIConnectionError as e:
-            raise Fault("connection", f"{ep}: {_cause(e)}") from None
-        except openai.APIStatusError as e:
-            raise _status_fault(ep, e) from None
-        except (json.JSONDecodeError, openai.APIResponseValidationError) as e:
-            raise Fault("malformed", f"{ep} sent a body that is not a completion: {e}") from None
-        latency = time.perf_counter() - t0
-        choices = getattr(completion, "choices", None)
-        if not choices:
-            raise Fault("empty", f"{ep} sent a completion without choices")
-        content = choices[0].message.content if choices[0].message is not None else None
-        if not content or not content.strip():
-            raise Fault("empty", f"{ep} sent an empty answer")
-        usage = completion.usage
-        return Answer(
-            content,
-            usage.prompt_tokens if usage else None,
-            usage.completion_tokens if usage else None,
-            latency,
-        )
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-
-def _retry_after(e: openai.APIStatusError) -> float | None:
-    try:
-        return retry_after_seconds(dict(e.response.headers))
-    except Exception:
-        return None
-
-
-def _cause(e: BaseException) -> str:
-    inner = e.__cause__ or e.__context__
-    text = f"{type(inner).__name__}: {inner}" if inner is not None else str(e)
-    return text[:300]
-
-
-def _status_fault(ep: str, e: openai.APIStatusError) -> Fault:
-    code = e.status_code
-    detail = str(e.message)[:300]
-    if code >= 500:
-        return Fault("server", f"{ep} answered {code}: {detail}", _retry_after(e))
-    if code in (401, 403, 404):
-        hint = {
-            401: "check the key in the environment variable named by api_key_env",
-            403: "the key may not use this model",
-            404: "check base_url (it usually ends in /v1) and model",
-        }[code]
-        return Fault("endpoint", f"{ep} answered {code} ({hint}): {detail}")
-    if code == 429:
-        return Fault("rate_limit", f"{ep} answered 429", _retry_after(e))
-    return Fault("request", f"{ep} refused the request with {code}: {detail}")
-
-
 def make_backend(endpoint: EndpointConfig) -> Backend:
+    """The backend of one endpoint (``rules``, or an OpenAI-compatible server)."""
     if endpoint.kind == "rules":
         return RulesBackend(endpoint)
     if not endpoint.base_url:
@@ -231,4 +163,6 @@ def make_backend(endpoint: EndpointConfig) -> Backend:
             f"endpoint {endpoint.label} has no base_url yet (a smollm2 endpoint gets it when the "
             "job starts its server)"
         )
+    from cenlib.captions.openai_backend import OpenAIBackend
+
     return OpenAIBackend(endpoint)

@@ -14,7 +14,8 @@ from rich.progress import track
 from rich.table import Table
 
 from cenlib.captions import costs
-from cenlib.captions.stage import RESPONSES_DIR, load_requests, plan_requests
+from cenlib.captions.stage import RESPONSES_DIR, plan_requests
+from cenlib.captions.worker import load_requests
 from cenlib.config import RunConfig
 from cenlib.prompts import PROMPTS
 
@@ -28,6 +29,7 @@ def _duration(seconds: float) -> str:
 
 
 def compute_estimate(cfg: RunConfig, console: Console | None = None) -> costs.Estimate:
+    """What the caption stage would send for ``cfg``'s run directory: tokens, cost, time."""
     plan = plan_requests(cfg.output / PROMPTS, cfg.caption, cfg.output / RESPONSES_DIR)
     reqs: Any = load_requests(plan.path, plan.todo)
     if console is not None and len(reqs) > 1000:
@@ -38,6 +40,7 @@ def compute_estimate(cfg: RunConfig, console: Console | None = None) -> costs.Es
 
 
 def print_estimate(cfg: RunConfig, console: Console | None = None) -> costs.Estimate:
+    """Print :func:`compute_estimate` per endpoint and for the pool; returns it."""
     console = console or Console()
     est = compute_estimate(cfg, console)
     console.print(

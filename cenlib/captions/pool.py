@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cenlib.captions import costs
-from cenlib.captions.backends import Backend, Fault, make_backend
+from cenlib.captions.backends import Backend, Fault, RequestFacts, make_backend
 from cenlib.captions.budget import Budget
 from cenlib.captions.limiter import RateLimiter
 from cenlib.captions.responses import DeadLetter, Response, request_key
@@ -47,12 +47,18 @@ class _Reroute(Exception):
 
 @dataclass(frozen=True)
 class Request:
-    """What to ask, for which patches (one; several for a batched 4v request)."""
+    """What to ask, for which patches (one; several for a batched 4v request).
+
+    ``facts``: what the prompt states (its record's ``facts``: one patch's, or a list aligned
+    with ``patch_ids``), for in-process captioners; never sent, and not in the request key.
+    ``None`` for a prompts file written before records carried facts.
+    """
 
     patch_ids: tuple[str, ...]
     messages: list[dict[str, Any]]
     seed: int
     tokens_in: int  # counted prompt tokens (rate limits and budget use them)
+    facts: RequestFacts | None = None
 
     @property
     def patch_label(self) -> str:
@@ -246,6 +252,7 @@ class Pool:
                                 self.params,
                                 seed=req.seed,
                                 patch_id=req.patch_ids[0],
+                                facts=req.facts,
                             )
             except _Reroute:
                 if self.budget is not None:

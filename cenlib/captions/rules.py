@@ -26,9 +26,12 @@ the nouns the prompt itself drew from the same seed and id. Amount nouns then ro
 paragraph from a drawn start, and a drawn adjective gives way to a less used synonym of its bin,
 so that one paragraph does not repeat an amount phrase. Same inputs, same text, in any process.
 
-:func:`answer` serves the captioner behind an OpenAI-compatible endpoint: it reads the statement
-back from the user message (:func:`parse_user_text`, :func:`parse_layout_text`) when it is not
-given one.
+:func:`answer` serves the ``rules`` endpoint of the caption stage, which passes it the prompt
+record's facts (the style's statement, :class:`cenlib.prompts.PromptStyle` ``describe``): it
+never reads the English then. Given no facts (a prompts file written before records carried
+them, or a stand-in LLM behind an OpenAI-compatible server such as ``tests/openai_server.py``)
+it reads the statement back from the user message (:func:`parse_user_text`,
+:func:`parse_layout_text`), as a model would; both routes give the same text.
 """
 
 from __future__ import annotations
@@ -349,9 +352,8 @@ def sentences(ctx_json: Mapping[str, Any], seed: int, patch_id: str) -> list[tup
 def caption_from_context(ctx_json: Mapping[str, Any], seed: int, patch_id: str) -> str:
     """One paragraph describing a ``chatearthnet-3.5`` statement (see :func:`sentences`).
 
-    Without ``"scattered"`` every empty part "has no land-cover data": all that
-    :func:`cenlib.prompts.context_json` alone allows. :func:`caption` (from counts) and
-    :func:`answer` (from a prompt) know the difference.
+    :func:`cenlib.prompts.context_json` names its ``"scattered"`` parts; a hand-made
+    statement without that list says of every empty part that it "has no land-cover data".
     """
     return " ".join(s for _, s in sentences(ctx_json, seed, patch_id))
 
@@ -367,8 +369,7 @@ def scattered_regions(ctx: PatchContext) -> list[str]:
 
 def caption(ctx: PatchContext, seed: int, patch_id: str) -> str:
     """The caption of one patch's counts: :func:`caption_from_context` of its statement."""
-    stated = {**context_json(ctx, seed, patch_id), "scattered": scattered_regions(ctx)}
-    return caption_from_context(stated, seed, patch_id)
+    return caption_from_context(context_json(ctx, seed, patch_id), seed, patch_id)
 
 
 # --- cen-layout ------------------------------------------------------------------------------
@@ -576,11 +577,12 @@ def answer(
     seed: int,
     patch_id: str,
 ) -> str:
-    """The caption a local OpenAI-compatible endpoint returns for one request.
+    """The caption of one request: from its facts, or read back from its English.
 
-    ``context`` is the statement when the caller has it (``chatearthnet-3.5`` shape with
-    ``regions``, or ``cen-layout`` shape with ``classes``); when it is None the statement is read
-    back from the last user message, whose style is told by its first line.
+    ``context`` is the prompt's facts when the caller has them (``chatearthnet-3.5`` shape with
+    ``regions``, or ``cen-layout`` shape with ``classes``): ``messages`` are then not read. When
+    it is None the statement is read back from the last user message, whose style is told by
+    its first line, with the same result for a prompt of ours.
     """
     if context is not None:
         if "regions" in context:

@@ -3,23 +3,23 @@
 ``run_captions`` reads the prompts, drops those whose request key is already answered (in
 ``<run>/responses/``: a resumed run pays for nothing twice), sends identical requests once, and
 maps batches of ``caption.batch_size`` requests to Dask tasks (``caption-NNNNN-token``, in
-``span("caption")``). Each task answers its batch with asyncio through a
-:class:`~cenlib.captions.pool.Pool`, under the cluster-wide rate limiter and budget, and appends
-each answer to its own fsync'd shard as it arrives. Tasks report progress as Dask events (topic
-``cen-caption``), which drive the progress bar (rate, ETA, spend). At the end the shards are
-merged and the run directory gets:
+``span("caption")``). Each task (:func:`cenlib.captions.worker.caption_batch`) answers its
+batch with asyncio through a :class:`~cenlib.captions.pool.Pool`, under the cluster-wide rate
+limiter and budget, and appends each answer to its own fsync'd shard as it arrives. Tasks
+report progress as Dask events (topic ``cen-caption``), which drive the progress bar (rate,
+ETA, spend). At the end the shards are merged and the run directory gets:
 
 - ``responses.jsonl``: one line per answered request (the accounting of every answer);
 - ``captions.jsonl``: one line per patch: ``patch_id``, ``style``, ``key``, ``endpoint``,
   ``model``, ``caption`` (patches with identical prompts share one answer);
+  :func:`~cenlib.captions.read.read_captions` reads it;
 - ``dead_letters.jsonl``: what still failed (patch id, endpoint, error, attempts);
 - ``caption_report.json``: per endpoint and per run: requests, answers, tokens, cost,
-  latency percentiles, faults by kind; budget; skipped.
+  latency percentiles, faults by kind; budget; skipped: the :class:`CaptionSummary`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -36,34 +36,46 @@ from cenlib.captions import costs
 from cenlib.captions.backends import Fault, api_key
 from cenlib.captions.budget import Budget, ClusterBudget
 from cenlib.captions.limiter import ClusterRateLimiter, Limits, RateLimiter
-from cenlib.captions.pool import Outcome, Pool, Request
+from cenlib.captions.read import CAPTIONS
 from cenlib.captions.responses import (
-    SHARD_PREFIX,
-    SUFFIX,
-    DeadLetterWriter,
     Response,
-    ShardWriter,
     done_keys,
     merge,
     outstanding_dead_letters,
     read_responses,
     request_key,
 )
+from cenlib.captions.worker import TOPIC, CaptionTask, Unit, caption_batch, load_requests, warm
 from cenlib.config import CaptionConfig
 from cenlib.errors import CenError
 from cenlib.io import file_digest, stable_hash, write_atomic
-from cenlib.prompts import PROMPTS
-from cenlib.prompts.cen4v import split_answer
+from cenlib.prompts import PROMPTS, Prompt, PromptsError, get_style, prompt_lines
+from cenlib.summary import Summary
 
 RESPONSES_DIR = "responses"
 MERGED = "responses.jsonl"
-CAPTIONS = "captions.jsonl"
 DEAD = "dead_letters.jsonl"
 REPORT = "caption_report.json"
-TOPIC = "cen-caption"
-EVENT_EVERY_S = 0.25
 BATCH_PRICE_FACTOR = 0.5
 """The Batch API bills half the endpoint's prices (OpenAI's published batch discount)."""
+
+__all__ = [
+    "CAPTIONS",
+    "DEAD",
+    "MERGED",
+    "REPORT",
+    "RESPONSES_DIR",
+    "CaptionError",
+    "CaptionSummary",
+    "Plan",
+    "PromptRef",
+    "limits_of",
+    "load_requests",
+    "plan_requests",
+    "run_captions",
+    "split_failures",
+    "unsplit_retries",
+]
 
 
 class CaptionError(CenError, RuntimeError):
@@ -71,208 +83,48 @@ class CaptionError(CenError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class Prompt:
-    patch_id: str
-    style: str
-    seed: int
-    messages: list[dict[str, Any]]
-    patch_ids: tuple[str, ...] = ()  # a request for several patches (chatearthnet-4v)
-    fallback: tuple[list[dict[str, Any]], ...] = ()  # one request per patch, if the split fails
+class CaptionSummary(Summary):
+    """What a caption run did; ``caption_report.json`` is its :meth:`as_dict`."""
 
-    @property
-    def ids(self) -> tuple[str, ...]:
-        return self.patch_ids or (self.patch_id,)
+    prompts: int
+    patches: int
+    multi_patch_answers_not_split: int
+    captioned: int
+    sent_this_run: int
+    answered_this_run: int
+    already_answered: int
+    duplicates_sent_once: int
+    dead_letters: int
+    skipped: int
+    skip_reason: str | None
+    missing: int
+    cost_this_run: float
+    cost_total: float
+    tokens_in_total: int
+    tokens_out_total: int
+    max_cost: float | None
+    endpoints: dict[str, dict[str, Any]]  # per endpoint label: requests, answers, tokens, ...
+    merge: dict[str, int]  # shards merged, duplicate answers and bad lines dropped
+    files: dict[str, str]  # captions, responses, dead_letters
+    seconds: float
 
-
-def _parse(path: Path, where: str, line: bytes) -> Prompt:
-    try:
-        rec = json.loads(line)
-        return Prompt(
-            rec["patch_id"],
-            rec["style"],
-            int(rec["seed"]),
-            rec["messages"],
-            tuple(rec.get("patch_ids") or ()),
-            tuple(rec.get("fallback") or ()),
+    def line(self) -> str:
+        return (
+            f"caption: {self.captioned} of {self.patches} patches captioned "
+            f"({self.answered_this_run} answered now, {self.already_answered} before); "
+            f"{self.dead_letters} dead letters, {self.skipped} left by the budget; "
+            f"spent ${self.cost_this_run:.4f} now, ${self.cost_total:.4f} in all -> "
+            f"{self.files['captions']}"
         )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CaptionError(
-            f"{path}:{where} is not a prompt line ({e}); rebuild it with `cen prompt CONFIG`"
-        ) from None
 
 
-def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """(line number, byte offset, line) of every non-empty line."""
-    if not path.is_file():
-        raise CaptionError(f"no prompts at {path}; run `cen prompt CONFIG` first")
-    offset = 0
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                yield n, offset, line
-            offset += len(line)
+def _split(style: str, text: str, n: int) -> list[str] | None:
+    """One caption per patch of a multi-patch answer, by the style's own splitter.
 
-
-def read_prompts(path: Path) -> Iterator[Prompt]:
-    for n, _, line in _lines(path):
-        yield _parse(path, str(n), line)
-
-
-Unit = tuple[int, int]
-"""A request of the prompts file: (byte offset of its line, -1 for the line's request or k for
-the k-th patch's fallback request of a multi-patch line)."""
-
-
-def load_requests(path: Path, units: Sequence[Unit]) -> list[Request]:
-    """The requests of the prompt lines at ``units`` (read where they are)."""
-    out = []
-    with open(path, "rb") as f:
-        for off, sub in units:
-            f.seek(off)
-            p = _parse(path, f"byte {off}", f.readline())
-            if sub < 0:
-                out.append(Request(p.ids, p.messages, p.seed, 0))
-            else:
-                out.append(Request((p.ids[sub],), p.fallback[sub], p.seed, 0))
-    return out
-
-
-@dataclass(frozen=True)
-class CaptionTask:
-    index: int
-    prompts: str  # the prompts file; the task reads its own lines
-    units: tuple[Unit, ...]
-    caption: CaptionConfig
-    responses_dir: str
-    writer_id: str
-    seed: int
-
-
-class GroupCommit:
-    """Appends answers to a task's shard from a worker thread, as many per ``fsync`` as arrived
-    during the previous one (group commit): the event loop never waits for the disk, and an
-    answer is durable one ``fsync`` after it arrived (a few milliseconds), not at the task's end.
+    Looked up by name: a prompts file of an older style version is still answered, and splitting
+    reads the answer's markers, not the prompt's wording.
     """
-
-    def __init__(self, writer: ShardWriter) -> None:
-        self.writer = writer
-        self.pending: list[Response] = []
-        self.flushing: asyncio.Task[None] | None = None
-
-    def add(self, response: Response) -> None:
-        self.pending.append(response)
-        if self.flushing is None:
-            self.flushing = asyncio.ensure_future(self._flush())
-
-    async def _flush(self) -> None:
-        try:
-            while self.pending:
-                batch, self.pending = self.pending, []
-                await asyncio.to_thread(self.writer.append_many, batch)
-        finally:
-            self.flushing = None
-
-    async def close(self) -> None:
-        while self.flushing is not None:
-            await self.flushing
-
-
-def _count(req: Request) -> Request:
-    if req.tokens_in:
-        return req
-    return Request(req.patch_ids, req.messages, req.seed, costs.message_tokens(req.messages))
-
-
-async def _answer_batch(
-    task: CaptionTask,
-    limiter: RateLimiter | None,
-    budget: Budget | None,
-    emit: Callable[[dict[str, Any]], None],
-) -> dict[str, Any]:
-    needs_tokens = budget is not None or any(e.tokens_per_minute for e in task.caption.endpoints)
-    pool = Pool(task.caption, limiter=limiter, budget=budget, seed=task.seed)
-    delta: Counter[str] = Counter()
-    spent = [0.0]
-    last = [time.monotonic()]
-
-    def flush(force: bool = False) -> None:
-        if delta and (force or time.monotonic() - last[0] >= EVENT_EVERY_S):
-            emit({"task": task.index, **delta, "cost": spent[0]})
-            delta.clear()
-            spent[0] = 0.0
-            last[0] = time.monotonic()
-
-    limit = asyncio.Semaphore(sum(e.max_concurrency for e in task.caption.endpoints))
-    # A task run again (its worker died) skips what its own shard already holds.
-    own = Path(task.responses_dir) / f"{SHARD_PREFIX}{task.writer_id}{SUFFIX}"
-    mine = {r.key for r in read_responses(own)} if own.is_file() else set()
-    requests = load_requests(Path(task.prompts), task.units)
-    todo = [r for r in requests if not mine or not mine & set(pool.keys(r.messages).values())]
-    with (
-        ShardWriter(task.responses_dir, task.writer_id) as shard,
-        DeadLetterWriter(task.responses_dir, task.writer_id) as dead,
-    ):
-        commits = GroupCommit(shard)
-
-        async def one(req: Request) -> Outcome:
-            async with limit:
-                out = await pool.run(_count(req) if needs_tokens else req)
-            if out.response is not None:
-                commits.add(out.response)
-                delta["answered"] += 1
-                spent[0] += out.response.cost or 0.0
-            elif out.dead is not None:
-                dead.append(out.dead)
-                delta["dead"] += 1
-            else:
-                delta["skipped"] += 1
-            flush()
-            return out
-
-        try:
-            outcomes = await asyncio.gather(*(one(r) for r in todo))
-        finally:
-            await commits.close()
-            await pool.aclose()
-            flush(force=True)
-    stats = {
-        name: {
-            "requests": s.requests,
-            "answered": s.answered,
-            "tokens_in": s.tokens_in,
-            "tokens_out": s.tokens_out,
-            "cost": s.cost,
-            "latency_s": s.latency_s,
-            "faults": dict(s.faults),
-        }
-        for name, s in pool.stats.items()
-    }
-    skipped = [o.skipped for o in outcomes if o.skipped]
-    return {
-        "index": task.index,
-        "endpoints": stats,
-        "skipped": len(skipped),
-        "skip_reason": skipped[0] if skipped else None,
-    }
-
-
-def caption_batch(
-    task: CaptionTask, limiter: RateLimiter | None, budget: Budget | None
-) -> dict[str, Any]:
-    """Runs on a worker: answer one batch of requests, appending answers as they arrive."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-
-        def emit(msg: dict[str, Any]) -> None:
-            worker.log_event(TOPIC, msg)
-    except ValueError:  # not on a worker (called directly)
-
-        def emit(msg: dict[str, Any]) -> None:
-            return None
-
-    return asyncio.run(_answer_batch(task, limiter, budget, emit))
+    return get_style(style.partition("@")[0]).split_answer(text, n)
 
 
 # ---- the stage ---------------------------------------------------------------------------------
@@ -301,6 +153,15 @@ class Plan:
     duplicates: int  # prompt lines that share a request with an earlier one
 
 
+def _prompts(path: Path) -> Iterator[tuple[int, Prompt]]:
+    """(byte offset, prompt) of every line, one at a time; a bad file stops the stage."""
+    try:
+        for _, offset, prompt in prompt_lines(path):
+            yield offset, prompt
+    except PromptsError as e:
+        raise CaptionError(str(e)) from e
+
+
 def plan_requests(path: Path, caption: CaptionConfig, responses_dir: Path) -> Plan:
     """Stream the prompts once; keep their keys, not their messages (memory stays small).
 
@@ -318,8 +179,7 @@ def plan_requests(path: Path, caption: CaptionConfig, responses_dir: Path) -> Pl
     refs: list[PromptRef] = []
     todo: list[Unit] = []
     answered = duplicates = 0
-    for n, offset, line in _lines(path):
-        p = _parse(path, str(n), line)
+    for offset, p in _prompts(path):
         ref = PromptRef(
             p.ids, p.style, offset, keys_of(p.messages), tuple(keys_of(m) for m in p.fallback)
         )
@@ -351,7 +211,7 @@ def split_failures(refs: Sequence[PromptRef], responses_dir: Path) -> list[tuple
     out: list[tuple[PromptRef, int]] = []
     for ref in multi:
         text = next((answers[k] for k in ref.keys if k in answers), None)
-        if text is not None and split_answer(text, len(ref.patch_ids)) is None:
+        if text is not None and _split(ref.style, text, len(ref.patch_ids)) is None:
             out.extend((ref, i) for i in range(len(ref.patch_ids)))
     return out
 
@@ -419,10 +279,20 @@ def run_captions(
     max_cost: float | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_update: Callable[[dict[str, float]], None] | None = None,
-) -> dict[str, Any]:
-    """Answer every prompt of ``out/prompts.jsonl``; returns the stage summary."""
+) -> CaptionSummary:
+    """Answer every prompt of ``out/prompts.jsonl``; returns the stage summary (also written
+    to ``caption_report.json``).
+
+    ``max_cost`` overrides ``caption.max_cost``; ``on_start(to_send, already_answered)`` is
+    called once the plan is made, ``on_update(totals)`` as answers arrive (answered, dead,
+    skipped, cost).
+    """
     t0 = time.perf_counter()
     check_keys(caption)
+    if caption.mode == "online":
+        # Workers import what the endpoints need while the prompts are planned here.
+        kinds = tuple(sorted({e.kind for e in caption.endpoints}))
+        client.run(warm, kinds, wait=False, on_error="ignore")
     responses_dir = out / RESPONSES_DIR
     responses_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_requests(out / PROMPTS, caption, responses_dir)
@@ -432,10 +302,7 @@ def run_captions(
         retry = unsplit_retries(plan, responses_dir)
         if retry:
             passes.append(_batch_api(caption, out, plan.path, retry))
-        report = write_outputs(caption, out, plan, passes, budget_limit)
-        report["seconds"] = round(time.perf_counter() - t0, 2)
-        (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        return report
+        return _report(out, write_outputs(caption, out, plan, passes, budget_limit), t0)
     if on_start is not None:
         on_start(len(plan.todo), plan.answered)
     limits = limits_of(caption)
@@ -461,10 +328,14 @@ def run_captions(
             limiter.close()
         if budget is not None:
             budget.close()
-    report = write_outputs(caption, out, plan, results, budget_limit)
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    (out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    return report
+    return _report(out, write_outputs(caption, out, plan, results, budget_limit), t0)
+
+
+def _report(out: Path, report: dict[str, Any], t0: float) -> CaptionSummary:
+    """The summary of a run started at ``t0``, written to ``caption_report.json``."""
+    summary = CaptionSummary(**report, seconds=round(time.perf_counter() - t0, 2))
+    (out / REPORT).write_text(json.dumps(summary.as_dict(), indent=1) + "\n", encoding="utf-8")
+    return summary
 
 
 def _send(
@@ -579,7 +450,7 @@ def _captions_of(
     hit = next((by_key[k] for k in ref.keys if k in by_key), None)
     if hit is None or len(ref.patch_ids) == 1:
         return [(hit, hit.content if hit else None)], False
-    split = split_answer(hit.content, len(ref.patch_ids))
+    split = _split(ref.style, hit.content, len(ref.patch_ids))
     if split is not None:
         return [(hit, text) for text in split], False
     ones = [next((by_key[k] for k in keys if k in by_key), None) for keys in ref.fallback_keys]
@@ -593,6 +464,8 @@ def write_outputs(
     results: list[dict[str, Any]],
     budget_limit: float | None,
 ) -> dict[str, Any]:
+    """Merge the answers and write captions, dead letters; the report's fields but ``seconds``
+    (in :class:`CaptionSummary` order)."""
     responses_dir = out / RESPONSES_DIR
     order = [p.patch_ids[0] for p in plan.refs]
     merged = merge(responses_dir, out / MERGED, order=order)

@@ -103,12 +103,20 @@ def _regions(ctx: PatchContext, seed: int, patch_id: str) -> list[list[dict[str,
     return out
 
 
+def _has_land(ctx: PatchContext) -> list[bool]:
+    """Per region, whether it has any land-cover pixel (background excluded)."""
+    land: list[bool] = (ctx.regions[:, 1:].sum(axis=1) > 0).tolist()
+    return land
+
+
 def context_json(ctx: PatchContext, seed: int, patch_id: str) -> dict[str, Any]:
     """What the prompt states, as JSON: overall class names and, per region, its top classes.
 
     ``{"overall": [name, ...], "regions": {"top left": [{"class": name, "percent": int,
     "bin": "large"}, ...], "top right": [...], "bottom left": [...], "bottom right": [...],
-    "middle": [...]}}``; a region with nothing to say has an empty list.
+    "middle": [...]}, "scattered": [name, ...]}``; a region with nothing to say has an empty
+    list, and ``scattered`` names those of them that still hold a few pixels of land cover (the
+    prompt says so instead of "no land-cover data": a caption written from this JSON can too).
     """
     regions = _regions(ctx, seed, patch_id)
     return {
@@ -117,6 +125,11 @@ def context_json(ctx: PatchContext, seed: int, patch_id: str) -> dict[str, Any]:
             name: [{k: it[k] for k in ("class", "percent", "bin")} for it in items]
             for name, items in zip(REGION_NAMES, regions, strict=True)
         },
+        "scattered": [
+            name
+            for name, items, land in zip(REGION_NAMES, regions, _has_land(ctx), strict=True)
+            if land and not items
+        ],
     }
 
 
@@ -144,9 +157,8 @@ def user_text(ctx: PatchContext, seed: int, patch_id: str) -> str:
         )
     else:
         lines.append("The image as a whole has no land-cover data.")
-    land = (ctx.regions[:, 1:].sum(axis=1) > 0).tolist()
     for name, items, has_land in zip(
-        REGION_NAMES, _regions(ctx, seed, patch_id), land, strict=True
+        REGION_NAMES, _regions(ctx, seed, patch_id), _has_land(ctx), strict=True
     ):
         lines.append(_region_sentence(name, items, has_land))
     return "\n".join(lines)

@@ -5,7 +5,21 @@ layout columns of ``analysis.parquet``; the land-cover map itself for ``chateart
 writes ``<run>/prompts.jsonl``, one JSON object per ``ok`` patch, in store order::
 
     {"patch_id": ..., "style": "chatearthnet-3.5@1", "seed": 0, "key": sha256 of the messages,
-     "messages": [{"role": "system", ...}, {"role": "user", ...}]}
+     "facts": {...}, "messages": [{"role": "system", ...}, {"role": "user", ...}]}
+
+``facts`` is the statement the messages were rendered from: the style's ``describe`` JSON
+(:class:`~cenlib.prompts.styles.PromptStyle`), the same numbers and names the English states,
+so that a reader (the ``rules`` captioner, a verifier) never parses the English back. A
+multi-patch ``chatearthnet-4v`` line (``patch_ids``, ``fallback``) has a list of facts aligned
+with ``patch_ids``. Nothing is sent to a model from ``facts``: the request keys hash the
+messages only.
+
+Fact version note: the shape of ``facts`` is that of the record's ``style`` (``name@version``):
+a style whose statement changes shape gets a new version, as when its text changes. Files
+written before records carried facts (record format 1) have no ``facts`` key; readers get
+``None`` (:attr:`Prompt.facts`) and the ``rules`` captioner then reads the statement back from
+the user message. :data:`RECORD_VERSION` (2: with ``facts``) is part of the parts' token, so a
+re-run rebuilds the parts of an older format instead of reusing them.
 
 One task per block of whole shards writes ``<run>/prompts/part-<block>-<token>.jsonl``
 (atomically); a re-run skips parts already written, then the parts are joined in order.
@@ -28,11 +42,11 @@ from cenlib.analysis import read_layouts, read_region_counts, table_path
 from cenlib.config import RunConfig
 from cenlib.ingest import array, open_group, store_url, true_colour
 from cenlib.io import file_digest, stable_hash
-from cenlib.prompts import cen4v
-from cenlib.prompts.styles import ClassLayout, PatchContext, build_messages, get_style
+from cenlib.prompts.read import PROMPTS
+from cenlib.prompts.styles import ClassLayout, PatchContext, get_style
 from cenlib.summary import Summary
 
-PROMPTS = "prompts.jsonl"
+RECORD_VERSION = 2  # 2: records carry "facts"; in the parts' token (see the module doc)
 
 
 @dataclass(frozen=True)
@@ -89,30 +103,38 @@ def prompt_block(task: PromptTask) -> dict[str, Any]:
         )
         items.append((str(ids[i]), ctx))
     lines = []
+    seed = task.seed
     if task.per_request == 1:
         for pid, ctx in items:
-            messages = build_messages(task.style, ctx, task.seed, pid)
+            messages = style.build(ctx, seed, pid)
             rec = {
                 "patch_id": pid,
                 "style": style.versioned,
-                "seed": task.seed,
+                "seed": seed,
                 "key": message_key(messages),
+                "facts": style.describe(ctx, seed, pid),
                 "messages": messages,
             }
             lines.append(json.dumps(rec) + "\n")
     else:  # chatearthnet-4v, several patches per request; each patch's own request as fallback
+        if style.build_batch is None:
+            raise ValueError(
+                f"prompt style {style.versioned} puts one patch in a request; "
+                f"set prompt.per_request: 1 (got {task.per_request})"
+            )
         for s in range(0, len(items), task.per_request):
             group = items[s : s + task.per_request]
             pids = [pid for pid, _ in group]
-            messages = cen4v.build_batch_messages([c for _, c in group], task.seed, pids)
+            messages = style.build_batch([c for _, c in group], seed, pids)
             rec = {
                 "patch_id": ",".join(pids),
                 "patch_ids": pids,
                 "style": style.versioned,
-                "seed": task.seed,
+                "seed": seed,
                 "key": message_key(messages),
+                "facts": [style.describe(c, seed, pid) for pid, c in group],
                 "messages": messages,
-                "fallback": [build_messages(task.style, c, task.seed, pid) for pid, c in group],
+                "fallback": [style.build(c, seed, pid) for pid, c in group],
             }
             lines.append(json.dumps(rec) + "\n")
     tmp = f"{task.part}.tmp"
@@ -149,6 +171,7 @@ def run_prompts(cfg: RunConfig, client: Client, url: str | None = None) -> Promp
     token = stable_hash(
         g.attrs.get("fingerprint"),
         style.versioned,
+        RECORD_VERSION,
         cfg.prompt.seed,
         cfg.prompt.include_rgb,
         cfg.prompt.per_request,

@@ -12,7 +12,7 @@ whenever the text a model receives changes, so captions can record what they wer
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,15 +43,29 @@ __all__ = [
     "get_style",
     "patch_seed",
     "preview",
+    "single_answer",
 ]
 
 Builder = Callable[[PatchContext, int, str], list[Message]]
+BatchBuilder = Callable[[Sequence[PatchContext], int, Sequence[str]], list[Message]]
 Describer = Callable[[PatchContext, int, str], dict[str, Any]]
+Splitter = Callable[[str, int], list[str] | None]
+
+
+def single_answer(text: str, n: int) -> list[str] | None:
+    """The splitter of a style that puts one patch in a request: the answer is the caption.
+
+    ``None`` (cannot be split) for ``n != 1`` or an empty answer, as :func:`cen4v.split_answer`.
+    """
+    body = text.strip()
+    return [body] if n == 1 and body else None
 
 
 @dataclass(frozen=True)
 class PromptStyle:
-    """One style: how to build its messages and the JSON of what they state."""
+    """One style: how to build its messages, the JSON of what they state (the facts a prompt
+    record carries) and, for styles that put several patches in a request, how to build such a
+    request and split its answer."""
 
     name: str
     version: int
@@ -60,6 +74,8 @@ class PromptStyle:
     max_batch: int = 1  # patches one request may carry
     needs_labels: bool = False  # sends the class map as an image
     needs_grid: bool = False  # reads PatchContext.grid3 (and layout when present)
+    build_batch: BatchBuilder | None = None  # messages for 1..max_batch patches; None: one only
+    split_answer: Splitter = single_answer  # one caption per patch of an answer, or None
 
     @property
     def versioned(self) -> str:
@@ -78,6 +94,8 @@ STYLES: Mapping[str, PromptStyle] = {
             cen4v.describe,
             max_batch=cen4v.MAX_BATCH,
             needs_labels=True,
+            build_batch=cen4v.build_batch_messages,
+            split_answer=cen4v.split_answer,
         ),
         PromptStyle(
             layout.NAME,

@@ -283,6 +283,7 @@ def _store(tmp_path: Path, labels: Labels, status: list[str], shard: int) -> str
     return url
 
 
+@pytest.mark.slow
 def test_analyze_store_on_a_real_cluster(tmp_path: Path, dask_client: Client) -> None:
     labels = np.concatenate([make_maps(3, 128, "blocks", 6), make_maps(4, 128, "noise", 5)])
     labels[2][labels[2] == 1] = 3

@@ -22,15 +22,17 @@ from conftest import CANARY_KEY
 from distributed import Client
 from openai_server import FakeOpenAI, random_faults
 
+from cenlib.captions import CaptionError, CaptionSummary, read_captions, run_captions
 from cenlib.captions.responses import done_keys, read_responses
-from cenlib.captions.stage import read_prompts, run_captions
 from cenlib.config import EndpointConfig
+from cenlib.prompts import read_prompts
 
 
 def _every_byte(out: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file())
 
 
+@pytest.mark.slow
 def test_faults_every_prompt_captioned_once_or_dead_lettered(
     tmp_path: Path, dask_client: Client
 ) -> None:
@@ -135,14 +137,13 @@ def test_failover_when_an_endpoint_goes_down(tmp_path: Path, dask_client: Client
 
 
 def test_endpoint_without_key_is_named(tmp_path: Path, dask_client: Client) -> None:
-    from cenlib.captions.stage import CaptionError
-
     write_prompts(tmp_path, 3)
     cfg = caption_config(endpoint("http://127.0.0.1:9/v1", api_key_env="CEN_NO_SUCH_KEY_VAR"))
     with pytest.raises(CaptionError, match="CEN_NO_SUCH_KEY_VAR"):
         run_captions(cfg, tmp_path, dask_client)
 
 
+@pytest.mark.slow
 def test_rate_limit_holds_for_the_cluster(tmp_path: Path, dask_client: Client) -> None:
     """2 worker processes, R requests per window: the server sees at most R in any window.
 
@@ -174,6 +175,7 @@ def _run_config(tmp_path: Path, caption: dict) -> Path:
     return path
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
 def test_killed_then_resumed_pays_for_no_answered_key(tmp_path: Path, sig: int) -> None:
     write_prompts(tmp_path / "run", 150)
@@ -286,6 +288,7 @@ def test_batch_api_mode_captions_every_prompt(tmp_path: Path, dask_client: Clien
     assert CANARY_KEY.encode() not in _every_byte(tmp_path)
 
 
+@pytest.mark.e2e
 def test_smollm2_endpoint_started_by_the_job_captions_for_real(
     tmp_path: Path, dask_client: Client
 ) -> None:
@@ -320,6 +323,7 @@ def test_smollm2_endpoint_started_by_the_job_captions_for_real(
         urllib.request.urlopen(url + "/models", timeout=2)
 
 
+@pytest.mark.slow
 def test_token_limit_holds_for_the_cluster(tmp_path: Path, dask_client: Client) -> None:
     """TPM over 2 workers: in any window, the prompt tokens (as we count them) plus max_tokens
     of the requests the server received stay within the limit, as providers count them."""
@@ -408,6 +412,7 @@ def test_batch_api_mode_falls_back_for_unsplit_4v_answers(
     assert report["multi_patch_answers_not_split"] == 2
 
 
+@pytest.mark.e2e
 def test_cen_caption_exits_1_with_dead_letters_outstanding(tmp_path: Path) -> None:
     """A script must tell an incomplete run from a complete one by the exit code alone."""
     write_prompts(tmp_path / "run", 6)
@@ -428,3 +433,50 @@ def test_cen_caption_exits_1_with_dead_letters_outstanding(tmp_path: Path) -> No
     assert proc.returncode == 1, out
     assert "dead letters" in out
     assert len(read_jsonl(tmp_path / "run" / "dead_letters.jsonl")) >= 1
+
+
+def test_summary_report_and_reader(tmp_path: Path, dask_client: Client) -> None:
+    """run_captions returns a typed summary; caption_report.json is its dict, in field order;
+    read_captions gives captions.jsonl's records."""
+    write_prompts(tmp_path, 8)
+    with FakeOpenAI(api_key=CANARY_KEY) as fake:
+        summary = run_captions(caption_config(endpoint(fake.base_url)), tmp_path, dask_client)
+    assert isinstance(summary, CaptionSummary)
+    report = (tmp_path / "caption_report.json").read_text()
+    assert report == json.dumps(summary.as_dict(), indent=1) + "\n"
+    keys = list(json.loads(report))
+    assert keys[:3] == ["prompts", "patches", "multi_patch_answers_not_split"]
+    assert keys[-1] == "seconds"
+    assert summary["captioned"] == summary.captioned == 8
+    assert summary.line().startswith("caption: 8 of 8 patches captioned (8 answered now, 0 before)")
+    assert summary.line().endswith(f"-> {tmp_path / 'captions.jsonl'}")
+    caps = list(read_captions(tmp_path))
+    assert [c.__dict__ for c in caps] == read_jsonl(tmp_path / "captions.jsonl")
+
+
+@pytest.mark.slow
+def test_rules_endpoint_writes_from_the_facts(tmp_path: Path, dask_client: Client) -> None:
+    """The built-in captioner gets each request's facts: the same captions and request keys as
+    from the English of a prompts file without facts, and English it cannot read does not
+    matter while the facts are there."""
+    cfg = caption_config(EndpointConfig(kind="rules"))
+    runs = {name: tmp_path / name for name in ("facts", "english", "garbled")}
+    write_prompts(runs["facts"], 12)
+    write_prompts(runs["english"], 12, facts=False)
+    runs["garbled"].mkdir()
+    recs = read_jsonl(runs["facts"] / "prompts.jsonl")
+    for rec in recs:
+        rec["messages"][-1]["content"] = f"Describe the image {rec['patch_id']}."
+    (runs["garbled"] / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    done = {name: run_captions(cfg, out, dask_client) for name, out in runs.items()}
+    assert all(s.captioned == 12 and s.dead_letters == 0 for s in done.values())
+    facts, english = (runs[n] / "captions.jsonl" for n in ("facts", "english"))
+    assert facts.read_bytes() == english.read_bytes()
+
+    def answers(name: str) -> list[tuple[str, str, int | None, int | None]]:
+        merged = read_responses(runs[name] / "responses.jsonl")
+        return [(r.key, r.content, r.tokens_in, r.tokens_out) for r in merged]
+
+    assert answers("facts") == answers("english")
+    garbled = [c.caption for c in read_captions(runs["garbled"])]
+    assert garbled == [c.caption for c in read_captions(runs["facts"])]

@@ -61,7 +61,7 @@ def test_estimate_prints_cost_and_time_per_endpoint(tmp_path: Path) -> None:
     console = Console(record=True, width=200)
     est = print_estimate(cfg, console)
     text = console.export_text()
-    from cenlib.captions.stage import read_prompts
+    from cenlib.prompts import read_prompts
 
     exact = sum(costs.message_tokens(p.messages) for p in read_prompts(tmp_path / "prompts.jsonl"))
     assert est.requests == 30 and est.tokens_in == exact

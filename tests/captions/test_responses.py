@@ -376,6 +376,7 @@ def _kill_rounds(tmp_path: Path, rounds: int, big: bool) -> dict[str, int]:
     return {"acked": acked_total, "unacked": unacked, "torn": torn, "repaired": repaired}
 
 
+@pytest.mark.slow
 def test_sigkill_while_appending_loses_nothing_acknowledged(tmp_path: Path) -> None:
     t = time.perf_counter()
     small = _kill_rounds(tmp_path / "small", rounds=4, big=False)
@@ -546,6 +547,7 @@ def test_dead_letters(tmp_path: Path) -> None:
 # scale
 
 
+@pytest.mark.slow
 def test_done_keys_over_200k_records(tmp_path: Path) -> None:
     d = tmp_path / "responses"
     n, shards = 200_000, 50

@@ -4,6 +4,7 @@ reading statements back from prompts."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from cenlib.captions import rules
 from cenlib.classes import CLASS_NAMES
+from cenlib.prompts import get_style
 from cenlib.prompts.styles import (
     BANNED_WORDS,
     REGION_NAMES,
@@ -96,8 +98,10 @@ def coast() -> PatchContext:
 
 
 def stated(ctx: PatchContext, seed: int, pid: str) -> dict[str, Any]:
-    """What the captioner reads: the prompt's statement plus its scattered parts."""
-    return {**cen35.context_json(ctx, seed, pid), "scattered": rules.scattered_regions(ctx)}
+    """What the captioner reads: the prompt's statement, scattered parts included."""
+    info = cen35.context_json(ctx, seed, pid)
+    assert info["scattered"] == rules.scattered_regions(ctx)
+    return info
 
 
 # --- golden paragraphs -----------------------------------------------------------------------
@@ -488,3 +492,105 @@ def test_parse_errors_and_answer_inputs() -> None:
     assert rules.answer([{"role": "user", "content": parts}], None, 0, "t") == rules.caption(
         town(), 0, "t"
     )
+
+
+# --- facts, not English ----------------------------------------------------------------------
+
+
+def _demo_like(seed: int, n: int) -> list[PatchContext]:
+    """Blocky class maps like the demo's, with their layout as the analysis stage finds it."""
+    from caption_support import label_maps
+
+    from cenlib.analysis import layout as measure_layout
+    from cenlib.analysis import patch_layout
+
+    maps = label_maps(n, seed)
+    lays = measure_layout(maps)
+    out = []
+    for i in range(n):
+        per = {
+            CLASS_NAMES.index(k): ClassLayout.from_dict(v) for k, v in patch_layout(lays[i]).items()
+        }
+        out.append(PatchContext.from_labels(maps[i], layout=per, keep_labels=False))
+    return out
+
+
+def _sent(style: str, ctx: PatchContext, seed: int, pid: str) -> tuple[list[Any], Any]:
+    """Messages and facts of one patch as the caption stage gets them (through JSON)."""
+    s = get_style(style)
+    rec = {"facts": s.describe(ctx, seed, pid), "messages": s.build(ctx, seed, pid)}
+    back = json.loads(json.dumps(rec))
+    return back["messages"], back["facts"]
+
+
+@pytest.mark.parametrize("style", ["chatearthnet-3.5", "cen-layout"])
+def test_facts_give_the_caption_parsing_gives_on_demo_like_patches(style: str) -> None:
+    for i, ctx in enumerate(_demo_like(5, 60)):
+        pid = f"{4242 + i}_2817_patch{i % 2}{i // 2 % 2}"
+        messages, facts = _sent(style, ctx, i % 3, pid)
+        assert rules.answer(messages, facts, i % 3, pid) == rules.answer(messages, None, i % 3, pid)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.one_of(grid_contexts(), map_contexts()), seeds, ids)
+def test_facts_give_the_caption_parsing_gives(ctx: PatchContext, seed: int, pid: str) -> None:
+    """Any counts (threshold edges, scattered parts, empty images, any layout): the caption from
+    a prompt record's facts is the one a reader of its English writes, for both text styles."""
+    for style in ("chatearthnet-3.5", "cen-layout"):
+        messages, facts = _sent(style, ctx, seed, pid)
+        from_facts = rules.answer(messages, facts, seed, pid)
+        assert from_facts == rules.answer(messages, None, seed, pid), style
+        if style == "chatearthnet-3.5":
+            assert from_facts == rules.caption(ctx, seed, pid)
+
+
+@pytest.mark.parametrize(
+    ("style", "phrase", "reworded", "parser"),
+    [
+        ("chatearthnet-3.5", "Land-cover types over the whole", "Classes in the whole", "fails"),
+        ("chatearthnet-3.5", "mainly contains", "is mostly", "same"),
+        ("cen-layout", "Grid cells, each with", "Cells of a 3 x 3 grid with", "same"),
+        ("cen-layout", "of the image:", "of the scene -", "differs"),
+    ],
+)  # fmt: skip
+def test_rewording_the_prompt_does_not_change_the_facts_caption(
+    style: str, phrase: str, reworded: str, parser: str
+) -> None:
+    """The captioner reads the facts, never the English: a prompt worded anew (a new style
+    version) captions the same, whatever the parser makes of the new words."""
+    ctx = _demo_like(2, 1)[0]
+    messages, facts = _sent(style, ctx, 0, "p")
+    user = messages[-1]["content"]
+    assert phrase in user
+    changed = [*messages[:-1], {**messages[-1], "content": user.replace(phrase, reworded)}]
+    assert rules.answer(changed, facts, 0, "p") == rules.answer(messages, facts, 0, "p")
+    try:
+        parsed = rules.answer(changed, None, 0, "p")
+    except ValueError:
+        parsed = None
+    expected = rules.answer(messages, None, 0, "p")
+    assert {"fails": parsed is None, "same": parsed == expected, "differs": parsed != expected}[
+        parser
+    ]
+
+
+def test_rules_backend_passes_the_facts_and_refuses_several_patches() -> None:
+    import asyncio
+
+    from cenlib.captions.backends import Fault, RulesBackend
+    from cenlib.config import EndpointConfig
+
+    backend = RulesBackend(EndpointConfig(kind="rules"))
+    ctx = town()
+    messages, facts = _sent("chatearthnet-3.5", ctx, 3, "t")
+    garbled = [*messages[:-1], {"role": "user", "content": "Describe the image."}]
+
+    def run(msgs: list[Any], f: Any) -> str:
+        return asyncio.run(backend.complete(msgs, {}, seed=3, patch_id="t", facts=f)).content
+
+    assert run(garbled, facts) == run(messages, None) == rules.caption(ctx, 3, "t")
+    assert run(garbled, [facts]) == rules.caption(ctx, 3, "t")  # a batch of one
+    with pytest.raises(Fault, match="one patch per request"):
+        run(messages, [facts, facts])
+    with pytest.raises(Fault, match="cannot read this prompt"):
+        run(garbled, None)

@@ -88,6 +88,7 @@ def port_open(base_url: str) -> bool:
         return s.connect_ex((u.hostname or "", u.port or 0)) == 0
 
 
+@pytest.mark.e2e
 def test_gguf_ships_in_the_package() -> None:
     require_extra()
     p = gguf_path()
@@ -97,12 +98,14 @@ def test_gguf_ships_in_the_package() -> None:
     assert p.stat().st_size > 50_000_000
 
 
+@pytest.mark.e2e
 def test_lists_its_model(smollm2: LocalModel, client: openai.OpenAI) -> None:
     assert smollm2.model == MODEL_ALIAS
     assert smollm2.base_url.startswith("http://127.0.0.1:") and smollm2.base_url.endswith("/v1")
     assert [m.id for m in client.models.list().data] == [MODEL_ALIAS]
 
 
+@pytest.mark.e2e
 def test_captions_a_chatearthnet_prompt(smollm2: LocalModel, client: openai.OpenAI) -> None:
     r = ask(client, smollm2.model)
     choice = r.choices[0]
@@ -117,6 +120,7 @@ def test_captions_a_chatearthnet_prompt(smollm2: LocalModel, client: openai.Open
     assert any(name in text.lower() for name in CLASS_NAMES[1:]), text
 
 
+@pytest.mark.e2e
 def test_greedy_answers_are_deterministic(smollm2: LocalModel, client: openai.OpenAI) -> None:
     # Another patch first, so that `first` evaluates its user message afresh; `again` then finds
     # its whole prompt in the server's KV cache (prefix match) and evaluates only the last token.
@@ -128,6 +132,7 @@ def test_greedy_answers_are_deterministic(smollm2: LocalModel, client: openai.Op
     assert first.usage == again.usage
 
 
+@pytest.mark.e2e
 def test_server_is_gone_after_the_block(tmp_path: Path) -> None:
     require_extra()
     with serve_smollm2(n_ctx=512, log_path=tmp_path / "server.log") as model:
@@ -151,6 +156,7 @@ def test_missing_extra_says_to_run_make_smollm2() -> None:
         pytest.fail("a server started without its model")
 
 
+@pytest.mark.e2e
 def test_a_server_that_dies_early_is_reported_with_its_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

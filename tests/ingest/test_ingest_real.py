@@ -67,6 +67,7 @@ def _run(
     return keys, s2, summary, xr.open_zarr(summary["store"], consolidated=False)
 
 
+@pytest.mark.slow
 def test_real_sentinel2_both_tiles_and_their_edge(
     tmp_path: Path, paired: dict[str, str], dask_client: Client
 ) -> None:
@@ -92,6 +93,7 @@ def test_real_sentinel2_both_tiles_and_their_edge(
     assert (lc[lake] == 1).mean() > 0.9  # water
 
 
+@pytest.mark.slow
 def test_trusting_raster_bands_offset_is_flagged(paired: dict[str, str]) -> None:
     """The data check: with offset -0.1 applied twice, the lake's pixels turn negative."""
     key = Grid().at(*LAKE)
@@ -111,6 +113,7 @@ def test_trusting_raster_bands_offset_is_flagged(paired: dict[str, str]) -> None
     assert np.array_equal(wrong.astype(int), ok.astype(int) - 1000)
 
 
+@pytest.mark.slow
 def test_real_worldcover_with_synthetic_sentinel2(
     tmp_path: Path, paired: dict[str, str], dask_client: Client
 ) -> None:

@@ -43,6 +43,7 @@ def _sources(apis: dict[str, str]) -> SourcesConfig:
     )
 
 
+@pytest.mark.slow
 def test_a_list_plan_needs_no_aoi_and_gets_the_worldcover_estimate(
     tmp_path: Path, world: Path, apis: dict[str, str], dask_client: Client
 ) -> None:
@@ -71,6 +72,7 @@ def test_a_list_plan_needs_no_aoi_and_gets_the_worldcover_estimate(
     assert sum(summary.by_dominant_class.values()) == 2
 
 
+@pytest.mark.slow
 def test_an_area_plan_without_areas_says_how_to_give_them(
     tmp_path: Path, apis: dict[str, str]
 ) -> None:

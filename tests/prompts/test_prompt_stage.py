@@ -18,7 +18,7 @@ from cenlib.config import ConfigError, RunConfig, parse_config
 from cenlib.grid import Grid
 from cenlib.ingest.stage import ingest_patches
 from cenlib.ingest.store import open_group
-from cenlib.prompts.stage import PROMPTS, run_prompts
+from cenlib.prompts import PROMPTS, PatchContext, get_style, read_prompts, run_prompts
 from cenlib.stac.search import SearchRequest, search
 
 DOLOMITES = (11.97, 46.56, 12.03, 46.61)
@@ -68,6 +68,22 @@ def test_prompts_for_every_ok_patch(
     if style == "chatearthnet-4v":
         parts = recs[0]["messages"][-1]["content"]
         assert any(p.get("type") == "image_url" for p in parts)
+    # Each record carries the facts its messages were rendered from, before the messages.
+    assert all(list(r) == ["patch_id", "style", "seed", "key", "facts", "messages"] for r in recs)
+    assert [p.facts for p in read_prompts(cfg.output)] == [r["facts"] for r in recs]
+    for r in recs:
+        if style == "cen-layout":  # its facts need the layout columns as well
+            assert set(r["facts"]) == {"classes", "grid", "no_data"}
+        else:
+            assert r["facts"] == _facts(g, style, cfg.prompt.seed, r["patch_id"])
+
+
+def _facts(g: Any, style: str, seed: int, pid: str) -> Any:
+    """A patch's facts, rebuilt from the store's counts (through JSON, like the file)."""
+    ids = [str(x) for x in g["patch_id"][:]]
+    counts = np.asarray(g["region_counts"][ids.index(pid)])
+    ctx = PatchContext.from_counts(counts, int(g["land_cover"].shape[-1]))
+    return json.loads(json.dumps(get_style(style).describe(ctx, seed, pid)))
 
 
 def test_analysis_table_matches_the_kernel(analysed: tuple[RunConfig, str]) -> None:
@@ -83,6 +99,7 @@ def test_analysis_table_matches_the_kernel(analysed: tuple[RunConfig, str]) -> N
     assert np.array_equal(water, (labels == 1).sum(axis=(1, 2)))
 
 
+@pytest.mark.e2e
 def test_cli_preview_prints_the_documented_json(tmp_path: Path) -> None:
     maps = np.zeros((2, 256, 256), np.uint8)
     maps[0, :, :128] = 1  # water on the left half, tree on the right
@@ -95,7 +112,7 @@ def test_cli_preview_prints_the_documented_json(tmp_path: Path) -> None:
     r = subprocess.run([*args, "--style", "chatearthnet-3.5"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     objs = [json.loads(line) for line in r.stdout.splitlines()]
-    assert len(objs) == 2 and set(objs[0]) == {"overall", "regions", "messages"}
+    assert len(objs) == 2 and set(objs[0]) == {"overall", "regions", "scattered", "messages"}
     assert objs[0]["overall"] == ["water", "tree"]  # a tie: the lower class index first
     assert list(objs[0]["regions"]) == REGION_NAMES
     assert objs[0]["regions"]["top left"] == [
@@ -106,6 +123,7 @@ def test_cli_preview_prints_the_documented_json(tmp_path: Path) -> None:
         {"class": "tree", "percent": 50, "bin": "large"},
     ]
     assert objs[1]["regions"]["bottom right"] == []  # all background: nothing to list
+    assert objs[1]["scattered"] == []  # ... and no land cover at all, not scattered pixels
     assert [m["role"] for m in objs[0]["messages"]] == ["system", "user"]
     again = subprocess.run([*args, "--style", "chatearthnet-3.5"], capture_output=True, text=True)
     assert again.stdout == r.stdout  # seeded
@@ -136,6 +154,10 @@ def test_4v_groups_patches_per_request_with_fallbacks(
         # Each fallback is exactly the patch's own single-patch request.
         for fb in r["fallback"]:
             assert sum(p["type"] == "image_url" for p in fb[-1]["content"]) == 1
+        # The facts: a list aligned with patch_ids, each the patch's own.
+        assert r["facts"] == [
+            _facts(g, "chatearthnet-4v", cfg.prompt.seed, p) for p in r["patch_ids"]
+        ]
     assert max(len(r["patch_ids"]) for r in recs) == 4
 
 

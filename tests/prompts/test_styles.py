@@ -132,6 +132,7 @@ def test_golden_town_prompt() -> None:
                 {"class": "tree", "percent": 50, "bin": "large"},
             ],
         },
+        "scattered": [],
     }
     n = nouns_by_hand(7, "4242_2817_patch00")
     expected = "\n".join(
@@ -341,10 +342,31 @@ def test_style_registry_and_versions() -> None:
         get_style("gpt-5")
 
 
+def test_scattered_parts_are_stated() -> None:
+    """A part with land cover but no class at the threshold: the prompt says "a few scattered
+    pixels", and the statement names the part, so a caption from the JSON can say it too."""
+    regions = np.stack([counts(tree=Q)] * 4 + [counts(water=10, bg=Q - 10)])
+    ctx = PatchContext(overall=regions[:4].sum(axis=0), regions=regions, region_pixels=[Q] * 5)
+    got = context_json(ctx, 0, "p")
+    assert got["regions"]["middle"] == [] and got["scattered"] == ["middle"]
+    assert "The middle part holds only a few scattered pixels" in cen35.user_text(ctx, 0, "p")
+    assert context_json(PatchContext.from_labels(town_map()), 0, "p")["scattered"] == []
+
+
+def test_registry_builds_batches_and_splits_answers() -> None:
+    v4 = get_style("chatearthnet-4v")
+    assert v4.build_batch is build_batch_messages and v4.split_answer is split_answer
+    for name in ("chatearthnet-3.5", "cen-layout"):
+        single = get_style(name)
+        assert single.build_batch is None and single.max_batch == 1
+        assert single.split_answer(" A lake. \n", 1) == ["A lake."]
+        assert single.split_answer("A lake.", 2) is None and single.split_answer(" ", 1) is None
+
+
 def test_preview_adds_messages_to_the_json() -> None:
     ctx = PatchContext.from_labels(town_map())
     got = preview("chatearthnet-3.5", ctx, 1, "x")
-    assert list(got) == ["overall", "regions", "messages"]
+    assert list(got) == ["overall", "regions", "scattered", "messages"]
     assert got["messages"] == build_messages("chatearthnet-3.5", ctx, 1, "x")
     assert {"coverage", "shares", "messages"} <= set(preview("chatearthnet-4v", ctx, 1, "x"))
     assert {"classes", "grid", "messages"} <= set(preview("cen-layout", ctx, 1, "x"))
@@ -379,9 +401,11 @@ _FLIP = [1, 0, 3, 2, 4]  # top left <-> top right, bottom left <-> bottom right,
 def _swapped(j: dict[str, Any]) -> dict[str, Any]:
     r = j["regions"]
     names = list(r)
+    scattered = {names[_FLIP[names.index(n)]] for n in j["scattered"]}
     return {
         "overall": j["overall"],
         "regions": {names[i]: r[names[k]] for i, k in enumerate(_FLIP)},
+        "scattered": [n for n in names if n in scattered],
     }
 
 

@@ -78,6 +78,7 @@ def _reflectance(dn: npt.NDArray[Any], item: Json, key: str) -> F64:
     return np.where(dn == 0, np.nan, dn * scale + offset)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_and_reuse(paired: Path, real_fixtures: Path, tmp_path: Path) -> None:
     again = build_paired(tmp_path / "again", real_fixtures, 0)
     first, second = _digest(paired), _digest(again)
@@ -96,6 +97,7 @@ def test_build_refuses_to_replace_a_foreign_directory(tmp_path: Path, real_fixtu
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_manifest_names_both_areas(paired: Path) -> None:
     m = json.loads((paired / "world.json").read_text())
     areas = {a["name"]: a for a in m["areas"]}
@@ -112,6 +114,7 @@ def test_manifest_names_both_areas(paired: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_items_are_valid_and_match_their_files(paired: Path) -> None:
     validator = stac_item_validator()
     items = _items(paired)
@@ -135,6 +138,7 @@ def test_items_are_valid_and_match_their_files(paired: Path) -> None:
             assert doc["properties"]["earthsearch:boa_offset_applied"] is True
 
 
+@pytest.mark.slow
 def test_written_cogs_are_valid_and_data_lies_in_footprints(paired: Path) -> None:
     for path, item in _items(paired):
         if str(next(iter(item["assets"].values()))["href"]).startswith("/"):
@@ -169,6 +173,7 @@ def test_written_cogs_are_valid_and_data_lies_in_footprints(paired: Path) -> Non
             assert all(grown.contains(Point(x, y)) for x, y in zip(xs, ys, strict=True))
 
 
+@pytest.mark.slow
 def test_derived_worldcover_follows_the_real_reflectances(paired: Path) -> None:
     """Every sampled 120 m pixel of a real scene has, at its centre, the class its reflectances
     call for (or nodata where the scene has no data or clouds)."""
@@ -247,6 +252,7 @@ def _clip_window(a: npt.NDArray[np.uint8]) -> tuple[slice, slice]:
     return slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)
 
 
+@pytest.mark.slow
 def test_synthetic_sentinel2_follows_the_real_worldcover(paired: Path, real_fixtures: Path) -> None:
     """Over Sao Tome, sea is dark in NIR and forest green, on the real WorldCover's pixels."""
     wc_tif = next((real_fixtures / "esa-worldcover").rglob("*_Map.tif"))
@@ -297,6 +303,7 @@ def test_synthetic_sentinel2_follows_the_real_worldcover(paired: Path, real_fixt
         assert np.array_equal(scl20[clear20] == 6, lc20[clear20] == WATER), item["id"]
 
 
+@pytest.mark.slow
 def test_one_api_per_dialect_serves_real_and_paired_items(paired_apis: dict[str, str]) -> None:
     es = Client.open(paired_apis["earth-search"])
     sao = {i.id for i in es.search(collections=["sentinel-2-l2a"], bbox=SAO_TOME.bbox).items()}

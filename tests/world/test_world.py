@@ -44,6 +44,7 @@ def _href(item_path: Path, item: dict[str, Any], key: str) -> Path:
     return (item_path.parent / item["assets"][key]["href"]).resolve()
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     build_world(a, "tiny", 7)
