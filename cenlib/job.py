@@ -174,7 +174,8 @@ def use_prompts(cfg: RunConfig, source: Path) -> Path:
     target = cfg.output / PROMPTS
     if source.resolve() != target.resolve():
         cfg.output.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, [source.read_bytes()])
+        with open(source, "rb") as f:  # streamed: a prompts file can be hundreds of MB
+            write_atomic(target, iter(lambda: f.read(1 << 20), b""))
     return target
 
 

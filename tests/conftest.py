@@ -46,6 +46,14 @@ def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset (seed 0), built once per test session."""
+    out = tmp_path_factory.mktemp("worlds") / "tiny-seed0"
+    build_world(out, "tiny", 0)
+    return out
+
+
+@pytest.fixture(scope="session")
 def world_apis(demo_world: Path) -> Iterator[dict[str, str]]:
     with serve_world(demo_world) as urls:
         yield urls

@@ -23,17 +23,14 @@ from cenlib.config import GridConfig, PlanConfig, RunConfig, TimeConfig
 from cenlib.grid import Grid, PatchKey
 from cenlib.plan import stage as plan
 from cenlib.plan.stage import PatchCover, PlanError
-from cenlib.world.build import build_world
 
 GRID = Grid()
 UTM = Grid("utm")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("plan") / "tiny"
-    build_world(out, "tiny", 0)
-    return out
+def world(tiny_world: Path) -> Path:
+    return tiny_world
 
 
 @pytest.fixture(scope="module")

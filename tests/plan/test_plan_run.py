@@ -15,14 +15,11 @@ from cenlib.config import PlanConfig, RunConfig, SourceConfig, SourcesConfig
 from cenlib.job import JobError, source_urls
 from cenlib.plan import make_plan, read_plan, run_plan
 from cenlib.stac.server import serve_world
-from cenlib.world.build import build_world
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("plan-run") / "tiny"
-    build_world(out, "tiny", 0)
-    return out
+def world(tiny_world: Path) -> Path:
+    return tiny_world
 
 
 @pytest.fixture(scope="module")
