@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck lock bench clean smollm2
+.PHONY: demo test test-fast lint typecheck lock bench clean smollm2 chromium
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ $(SMOLLM2): requirements-smollm2.lock $(STAMP)
 
 smollm2: $(SMOLLM2)
 
+# Debian's Chromium, for the review app's browser tests (driven by playwright with the system
+# executable: `playwright install` downloads browsers and does not work offline).
+chromium:
+	@command -v chromium >/dev/null || { echo "chromium: installing Debian's package"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/cen run configs/demo.yaml
 
@@ -39,7 +45,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck smollm2
+test: lint typecheck smollm2 chromium
 	$(BIN)/pytest
 
 # The fast lane (a couple of minutes): no `slow` test, no `e2e` one (whole jobs, the CLI end to

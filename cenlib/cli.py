@@ -167,8 +167,10 @@ def run(
     config: Annotated[Path, typer.Argument(help="YAML run configuration")],
     until: Annotated[
         str,
-        typer.Option(help="stop after this stage: plan | ingest | analyze | prompt | caption"),
-    ] = "caption",
+        typer.Option(
+            help="stop after this stage: plan | ingest | analyze | prompt | caption | verify"
+        ),
+    ] = "verify",
 ) -> None:
     """Run the dataset job: every stage in order (up to --until), on a Dask cluster."""
     _run(config, until)
@@ -255,6 +257,50 @@ def prompt(
         raise typer.Exit(2)
     try:
         for obj in preview_labels(labels, style, seed):
+            print(json.dumps(obj))
+    except PreviewError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+
+
+@app.command("verify")
+def verify(
+    target: Annotated[
+        str, typer.Argument(help="a YAML run configuration, or 'preview' (see --labels)")
+    ],
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="preview: an .npy array (n, 256, 256) uint8 of class indices 0..11"),
+    ] = None,
+    captions: Annotated[
+        Path | None,
+        typer.Option(help='preview: a JSONL file of {"index": i, "caption": "..."} lines'),
+    ] = None,
+    style: Annotated[
+        str, typer.Option(help="preview: the prompt style the captions answer")
+    ] = "chatearthnet-3.5",
+    max_cost: Annotated[
+        float | None,
+        typer.Option(help="USD budget for the run directory, repairs included"),
+    ] = None,
+) -> None:
+    """Check every caption against its patch's land cover; repair through the pool.
+
+    `cen verify CONFIG` writes <output>/verify.parquet. `cen verify preview --labels maps.npy
+    --captions captions.jsonl` prints, per caption line and in order, one JSON object: index,
+    pass, score and the violations (type, class, words, span, reason).
+    """
+    if target != "preview":
+        _run(Path(target), ("verify",), max_cost)
+        return
+    from cenlib.prompts import PreviewError
+    from cenlib.verify import preview_verdicts
+
+    if labels is None or captions is None:
+        err.print("[red]error:[/] preview needs --labels FILE.npy and --captions FILE.jsonl")
+        raise typer.Exit(2)
+    try:
+        for obj in preview_verdicts(labels, captions, style):
             print(json.dumps(obj))
     except PreviewError as e:
         err.print(f"[red]error:[/] {e}")

@@ -335,6 +335,29 @@ class CaptionConfig(_Record):
         return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
+class VerifyConfig(_Record):
+    """The verify stage: how captions are checked against the land cover, and repaired."""
+
+    min_pixels: int = Field(
+        20, ge=1, description="pixels a class needs in the patch (or a place) to be named there"
+    )
+    dominant_share: float = Field(
+        0.3, gt=0, le=1, description="a class over this share of the land cover must be named"
+    )
+    dominance_share: float = Field(
+        0.3, gt=0, le=1, description="'dominated by', 'mostly' need at least this share"
+    )
+    small_share: float = Field(
+        0.6, gt=0, le=1, description="'a small patch of', 'a little' allow at most this share"
+    )
+    repair_rounds: int = Field(
+        2, ge=0, le=10, description="follow-ups sent to the pool for a caption that fails"
+    )
+    batch_size: int = Field(2000, ge=1, le=1_000_000, description="captions per Dask task")
+    min_words: int | None = Field(None, ge=1, description="override the style's lower bound")
+    max_words: int | None = Field(None, ge=1, description="override the style's upper bound")
+
+
 class ClusterConfig(_Record):
     """Where the job runs: a LocalCluster of worker processes, or an existing scheduler."""
 
@@ -368,6 +391,7 @@ class RunConfig(_Record):
     analysis: AnalysisConfig = AnalysisConfig()
     prompt: PromptConfig = PromptConfig()
     caption: CaptionConfig = CaptionConfig()
+    verify: VerifyConfig = VerifyConfig()
     cluster: ClusterConfig = ClusterConfig()
 
     @field_validator("aoi")

@@ -41,7 +41,7 @@ from cenlib.stac.server import serve_world
 from cenlib.summary import Summary
 from cenlib.world.build import count_steps, ensure_world, is_current, read_manifest
 
-STAGES = ("plan", "ingest", "analyze", "prompt", "caption")
+STAGES = ("plan", "ingest", "analyze", "prompt", "caption", "verify")
 
 
 class JobError(CenError, RuntimeError):
@@ -115,10 +115,9 @@ def caption_endpoints(cfg: RunConfig, console: Console) -> Iterator[CaptionConfi
 
 
 def _caption(
-    cfg: RunConfig, client: Any, console: Console, max_cost: float | None
+    cfg: RunConfig, caption: CaptionConfig, client: Any, console: Console, max_cost: float | None
 ) -> CaptionSummary:
     with (
-        caption_endpoints(cfg, console) as caption,
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -153,6 +152,22 @@ def _caption(
                 caption, cfg.output, client, max_cost=max_cost, on_start=start, on_update=update
             )
         except CaptionError as e:
+            raise JobError(str(e)) from e
+
+
+def _verify(
+    cfg: RunConfig, caption: CaptionConfig, client: Any, console: Console, max_cost: float | None
+) -> Any:
+    from cenlib.verify import VerifyError, run_verify
+
+    with console.status("verify: checking captions") as st:
+
+        def on_round(r: int, n: int) -> None:
+            st.update(f"verify: repair round {r}: {n} captions back to the pool")
+
+        try:
+            return run_verify(cfg, client, caption=caption, max_cost=max_cost, on_round=on_round)
+        except (VerifyError, CaptionError) as e:
             raise JobError(str(e)) from e
 
 
@@ -236,8 +251,16 @@ def run_job(
         if "prompt" in stages:
             with console.status(f"prompt: {cfg.prompt.style} messages"):
                 summary["prompt"] = run_prompts(cfg, client)
+        # One pool (and one local SmolLM2 server) for the captions and their repairs.
+        pool = (
+            stack.enter_context(caption_endpoints(cfg, console))
+            if {"caption", "verify"} & set(stages)
+            else cfg.caption
+        )
         if "caption" in stages:
-            summary["caption"] = _caption(cfg, client, console, max_cost)
+            summary["caption"] = _caption(cfg, pool, client, console, max_cost)
+        if "verify" in stages:
+            summary["verify"] = _verify(cfg, pool, client, console, max_cost)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_text_atomic(out / "summary.json", json.dumps(as_json(summary), indent=1) + "\n")
     print_summary(out, summary, console)
@@ -276,7 +299,7 @@ def _first_caption(path: Path) -> tuple[str, str] | None:
 
 
 def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
-    for name in ("plan", "search", "ingest", "analyze", "prompt", "caption"):
+    for name in ("plan", "search", "ingest", "analyze", "prompt", "caption", "verify"):
         if isinstance(summary.get(name), Summary):
             console.print(summary[name].line(), highlight=False)
     ingest = summary.get("ingest")

@@ -3,7 +3,9 @@
 Entry: :func:`run_captions` ``(caption, out, client, *, max_cost, on_start, on_update)`` ->
 :class:`CaptionSummary` (also written to ``caption_report.json``); :class:`CaptionError` when
 it cannot start. Readers of what it writes: :func:`read_captions` (``captions.jsonl``,
-:data:`CAPTIONS`, one :class:`Caption` per patch). Before a run: :func:`compute_estimate` and
+:data:`CAPTIONS`, one :class:`Caption` per patch), :func:`read_responses`
+(``responses.jsonl``: one :class:`Response` per answered request, with its tokens, cost and
+``finish_reason``). Before a run: :func:`compute_estimate` and
 :func:`print_estimate` (``cen caption --estimate``). Around a run: :func:`serve_smollm2` (the
 local SmolLM2 server of a ``smollm2`` endpoint).
 
@@ -37,6 +39,7 @@ from cenlib.lazy import lazy_exports
 if TYPE_CHECKING:
     from cenlib.captions.estimate import compute_estimate, print_estimate
     from cenlib.captions.read import CAPTIONS, Caption, CaptionsReadError, read_captions
+    from cenlib.captions.responses import Response, read_responses
     from cenlib.captions.smollm2 import Smollm2Unavailable, serve_smollm2
     from cenlib.captions.stage import CaptionError, CaptionSummary, run_captions
 
@@ -45,6 +48,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ("CAPTIONS", "Caption", "CaptionsReadError", "read_captions"), "cenlib.captions.read"
     ),
+    **dict.fromkeys(("Response", "read_responses"), "cenlib.captions.responses"),
     **dict.fromkeys(("Smollm2Unavailable", "serve_smollm2"), "cenlib.captions.smollm2"),
     **dict.fromkeys(("CaptionError", "CaptionSummary", "run_captions"), "cenlib.captions.stage"),
 }
@@ -59,10 +63,12 @@ __all__ = [
     "CaptionError",
     "CaptionSummary",
     "CaptionsReadError",
+    "Response",
     "Smollm2Unavailable",
     "compute_estimate",
     "print_estimate",
     "read_captions",
+    "read_responses",
     "run_captions",
     "serve_smollm2",
 ]

@@ -57,6 +57,7 @@ class Answer:
     tokens_in: int | None
     tokens_out: int | None
     latency_s: float
+    finish_reason: str | None = None  # "length": the answer stopped at max_tokens
 
 
 class Backend:

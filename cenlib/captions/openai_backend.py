@@ -86,6 +86,7 @@ class OpenAIBackend(Backend):
             usage.prompt_tokens if usage else None,
             usage.completion_tokens if usage else None,
             latency,
+            getattr(choices[0], "finish_reason", None),
         )
 
     async def aclose(self) -> None:

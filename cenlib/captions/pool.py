@@ -302,6 +302,7 @@ class Pool:
                 latency_s=round(answer.latency_s, 4),
                 cost=cost,
                 attempts=attempts,
+                finish_reason=answer.finish_reason,
             )
             return Outcome(req, response=resp)
         model = self.endpoints[last_ep or next(iter(self.endpoints))].model_name

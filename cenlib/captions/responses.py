@@ -64,7 +64,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -219,7 +219,12 @@ class _Record:
         if d.get("v") != SCHEMA:
             raise ValueError(f"unsupported schema version {d.get('v')!r}")
         names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-        missing = [n for n in names if n not in d]
+        required = [
+            f.name
+            for f in fields(cls)  # type: ignore[arg-type]
+            if f.default is MISSING and f.default_factory is MISSING
+        ]
+        missing = [n for n in required if n not in d]
         if missing:
             raise ValueError(f"missing fields {missing}")
         try:
@@ -245,6 +250,7 @@ class Response(_Record):
     cost: float | None
     attempts: int
     finished_at: str = field(default_factory=_now)
+    finish_reason: str | None = None  # the endpoint's own ("stop", "length"); None: not given
 
     def __post_init__(self) -> None:
         c = "Response"
@@ -256,6 +262,8 @@ class Response(_Record):
         _check_amount(c, "latency_s", self.latency_s, opt=False)
         _check_amount(c, "cost", self.cost, opt=True)
         _check_count(c, "attempts", self.attempts, opt=False, low=1)
+        if self.finish_reason is not None:
+            _check_str(c, "finish_reason", self.finish_reason)
 
     def to_dict(self) -> dict[str, Any]:
         # content last: a person reading the file sees the accounting first

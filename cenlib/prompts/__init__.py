@@ -35,7 +35,7 @@ from cenlib.prompts.read import (
 if TYPE_CHECKING:
     from cenlib.prompts.cen35 import BINS, THRESHOLD, percent_bin
     from cenlib.prompts.context import draws, join_words, ranked
-    from cenlib.prompts.preview import PreviewError, preview_labels
+    from cenlib.prompts.preview import PreviewError, load_labels, preview_labels
     from cenlib.prompts.stage import PromptSummary, message_key, run_prompts
     from cenlib.prompts.styles import (
         BANNED_WORDS,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("BINS", "THRESHOLD", "percent_bin"), "cenlib.prompts.cen35"),
     **dict.fromkeys(("draws", "join_words", "ranked"), "cenlib.prompts.context"),
-    **dict.fromkeys(("PreviewError", "preview_labels"), "cenlib.prompts.preview"),
+    **dict.fromkeys(("PreviewError", "load_labels", "preview_labels"), "cenlib.prompts.preview"),
     **dict.fromkeys(("PromptSummary", "message_key", "run_prompts"), "cenlib.prompts.stage"),
     **dict.fromkeys(
         (
@@ -104,6 +104,7 @@ __all__ = [
     "draws",
     "get_style",
     "join_words",
+    "load_labels",
     "message_key",
     "percent_bin",
     "preview",

@@ -76,6 +76,10 @@ class PromptStyle:
     needs_grid: bool = False  # reads PatchContext.grid3 (and layout when present)
     build_batch: BatchBuilder | None = None  # messages for 1..max_batch patches; None: one only
     split_answer: Splitter = single_answer  # one caption per patch of an answer, or None
+    # What the verify stage holds a caption of this style to (the prompt's own instructions):
+    banned: tuple[str, ...] = BANNED_WORDS  # words the prompt forbids
+    numbers_allowed: bool = False  # whether the prompt gives numbers a caption may repeat
+    caption_words: tuple[int, int] = (25, 400)  # bounds on a caption's length, in words
 
     @property
     def versioned(self) -> str:
@@ -96,6 +100,7 @@ STYLES: Mapping[str, PromptStyle] = {
             needs_labels=True,
             build_batch=cen4v.build_batch_messages,
             split_answer=cen4v.split_answer,
+            numbers_allowed=True,  # its statistics are percents
         ),
         PromptStyle(
             layout.NAME,

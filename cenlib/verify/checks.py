@@ -1,0 +1,403 @@
+"""Check one caption against the land cover of its patch: the pure kernel of the verify stage.
+
+:func:`check` takes the caption, the patch's region counts (the analysis's ``(regions,
+classes)`` pixels) and the style's :class:`Rules`, and returns the typed violations:
+
+- ``hallucinated``: a class mentioned (not negated) with fewer than ``min_pixels`` in the patch;
+- ``omitted``: the largest class, or any over ``dominant_share``, never mentioned;
+- ``misplaced``: a class put in a place (see :mod:`.places`) holding fewer than ``min_pixels``
+  of it; each mention is placed by the nearest position phrase of its clause;
+- ``amount``: dominance words for a class under ``dominance_share`` of its scope (the place its
+  mention is put in, else the image), or small-amount words for one over ``small_share``;
+- ``banned``: the style's banned words and hedges, and percentages where the style has none;
+- ``length``, ``truncated`` (no closing punctuation, or the answer stopped at ``max_tokens``),
+  ``language`` (not English).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from cenlib.classes import CLASS_NAMES
+from cenlib.verify.lexicon import WORD, Mention, find_mentions, normalise
+from cenlib.verify.places import PLACES, Place, find_places, place_counts
+
+TYPES: tuple[str, ...] = (
+    "hallucinated",
+    "omitted",
+    "misplaced",
+    "amount",
+    "banned",
+    "length",
+    "truncated",
+    "language",
+)
+# How much each type takes off the score (1 = clean); a caption with any violation fails.
+PENALTY = {
+    "hallucinated": 0.4,
+    "omitted": 0.4,
+    "misplaced": 0.25,
+    "amount": 0.2,
+    "banned": 0.15,
+    "length": 0.15,
+    "truncated": 0.3,
+    "language": 1.0,
+    "unverifiable": 1.0,  # the patch has no statistics to check against
+}
+HEDGES: tuple[str, ...] = (
+    "probably", "possibly", "perhaps", "maybe", "might", "it seems", "seems", "seem",
+    "seemingly", "apparently", "presumably", "supposedly", "may be", "could be", "likely",
+    "unlikely", "conceivably", "it is possible", "plausibly",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a style allows in a caption (see :func:`cenlib.verify.stage.rules_for`)."""
+
+    banned: tuple[str, ...] = ()
+    numbers: bool = False  # whether percentages may appear
+    min_words: int = 25
+    max_words: int = 400
+    min_pixels: int = 20
+    dominant_share: float = 0.3
+    dominance_share: float = 0.3
+    small_share: float = 0.6
+    hedges: tuple[str, ...] = field(default=HEDGES)
+
+
+Violation = dict[str, Any]
+_PLACE = {p: i for i, p in enumerate(PLACES)}
+_CLAUSE = re.compile(r"[.;!?]|\b(?:while|whilst|whereas|but|although|though|however|meanwhile)\b")
+_GLUE = frozenset(
+    [
+        "and",
+        "or",
+        ",",
+        "the",
+        "as",
+        "well",
+        "parts",
+        "part",
+        "sections",
+        "areas",
+        "regions",
+        "of",
+        "image",
+    ]
+)
+
+_AMOUNT_NOUN = (
+    r"(?:portion|portions|part|parts|share|fraction|proportion|amount|quantity|percentage|"
+    r"majority|bulk|expanse)"
+)
+_DOM_F = re.compile(
+    r"\b(?:dominated|characterised|characterized|covered|occupied)\s(?:mostly\s|mainly\s|"
+    r"largely\s|primarily\s)?by\b|\b(?:predominantly|predominately|mostly|largely|mainly|"
+    r"primarily|chiefly|overwhelmingly|almost\sentirely|almost\sexclusively|nearly\sentirely|"
+    r"entirely)\b(?!\s(?:in|on|along|at|to|around|near|across|within|towards|toward|from|"
+    r"through|throughout|concentrated|found|located|situated|confined|restricted|limited)\b)"
+    r"|\b(?:the\s)?(?:majority|bulk|most)\sof\b"
+    rf"|\b(?:large|larger|largest|major|great|greater|greatest|vast|very\slarge|extra\slarge|"
+    rf"dominant|overwhelming|predominant|lion's)\s{_AMOUNT_NOUN}\b"
+)
+_DOM_B = re.compile(
+    r"\b(?:dominates|dominate|dominating|predominates|predominate|prevails|prevail)\b"
+    r"|\b(?:covers|cover|covering|occupies|occupy|occupying|takes\sup|take\sup|makes\sup|"
+    r"make\sup|accounts\sfor|account\sfor|fills|fill|blankets|blanket)\s(?:most|the\smajority|"
+    r"the\sbulk|nearly\sall|almost\sall)\b"
+    r"|\b(?:is|are)\s(?:the\s)?(?:dominant|predominant|prevalent|prevailing|main|primary|"
+    r"principal|chief)\b"
+    r"|\b(?:the\s)?(?:dominant|predominant|prevailing|main|primary|principal|chief)\s(?:land\s"
+    r"cover|land\suse|class|cover|feature|element|type|surface|theme|landscape)\b"
+)
+_SMALL = re.compile(
+    r"\b(?:a\s)?(?:small|smaller|tiny|little|minor|slight|thin|narrow)\s(?:patch|patches|pocket|"
+    r"pockets|amount|amounts|portion|portions|part|share|fraction|proportion|quantity|"
+    r"percentage|area|areas|bit|strip|sliver|speck|specks|spot|spots|touch|hint|trace)\s(?:of)\b"
+    r"|\b(?:a\slittle|a\sfew|a\ssliver\sof|a\stouch\sof|a\shint\sof|traces?\sof|"
+    r"a\sbit\sof|a\shandful\sof|specks\sof|dots\sof|sparse|sparsely|scattered|isolated|"
+    r"minimal|tiny|hardly|marginal)\b(?!\s(?:further|farther|more|less|to|towards|north|south|"
+    r"east|west|higher|lower|above|below)\b)"
+    r"|\b(?:extra\ssmall|very\ssmall|minimal|limited|modest)\s" + _AMOUNT_NOUN + r"\b"
+)
+_PERCENT = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:%|percent\b|per\scent\b|pc\b)")
+_END_OK = re.compile("[.!?][\"'\u201d\u2019)\\]]*\\s*$")
+_WINDOW = 6  # words between an amount cue and the mention it is about
+_EN = frozenset(
+    (
+        "the", "of", "and", "a", "an", "is", "are", "in", "on", "with", "to", "by", "this", "that",
+        "which", "it", "its", "from", "as", "at", "there", "be", "has", "have", "image", "shows",
+        "while", "some", "large", "small", "part", "parts", "area", "areas", "land", "cover",
+        "covered", "mostly", "also", "into", "or", "along", "near", "between", "across"
+    )
+)  # fmt: skip
+
+
+def _words(text: str) -> int:
+    return len(WORD.findall(text)) - text.count(",")
+
+
+def _violation(
+    kind: str, cls: int | None, text: str, span: tuple[int, int], reason: str, **extra: str
+) -> Violation:
+    return {
+        "type": kind,
+        "class": None if cls is None else CLASS_NAMES[cls],
+        "words": text[span[0] : span[1]],
+        "span": [span[0], span[1]],
+        "reason": reason,
+        **extra,
+    }
+
+
+def _clause_ids(low: str) -> npt.NDArray[np.int32]:
+    """Clause number of every character (clauses end at sentence marks and contrast words)."""
+    marks = np.zeros(len(low) + 1, np.int32)
+    for m in _CLAUSE.finditer(low):
+        marks[m.start()] += 1
+    return np.cumsum(marks)[: len(low)] if low else marks
+
+
+def _groups(places: list[Place], low: str, clause: npt.NDArray[np.int32]) -> list[list[Place]]:
+    """Runs of places of one clause joined by glue ("the top left, bottom right and middle
+    parts")."""
+    groups: list[list[Place]] = []
+    for p in places:
+        last = groups[-1][-1] if groups else None
+        if (
+            last is not None
+            and clause[last.start] == clause[p.start]
+            and all(w in _GLUE for w in WORD.findall(low[last.end : p.start]))
+        ):
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def _gap_words(low: str, a: tuple[int, int], b: tuple[int, int]) -> int:
+    lo, hi = (a[1], b[0]) if a[1] <= b[0] else (b[1], a[0])
+    return _words(low[lo:hi]) if hi > lo else 0
+
+
+def _assign(
+    mentions: list[Mention], groups: list[list[Place]], clause: npt.NDArray[np.int32], low: str
+) -> list[list[Place] | None]:
+    """Each mention's place group: the nearest one (in words) of its clause; the whole image
+    wins only when strictly nearer than every named place."""
+    out: list[list[Place] | None] = []
+    for m in mentions:
+        best: tuple[int, int, list[Place]] | None = None
+        for g in groups:
+            if clause[g[0].start] != clause[m.start]:
+                continue
+            span = (g[0].start, g[-1].end)
+            d = _gap_words(low, (m.start, m.end), span)
+            key = (d, 1 if g[0].place == "whole" else 0)
+            if best is None or key < best[:2]:
+                best = (*key, g)
+        out.append(None if best is None else best[2])
+    return out
+
+
+def _share(cls: int, where: list[Place] | None, pc: npt.NDArray[np.int64]) -> tuple[float, str]:
+    """Share of ``cls`` among the land-cover pixels of the places (or of the image)."""
+    names = [p.place for p in where] if where else ["whole"]
+    rows = pc[[_PLACE[n] for n in dict.fromkeys(names)]]
+    land = rows[:, 1:].sum()
+    share = float(rows[:, cls].sum() / land) if land else 0.0
+    return share, " and ".join(dict.fromkeys(names))
+
+
+def _attach(
+    cue: re.Match[str], mentions: list[Mention], clause: npt.NDArray[np.int32], low: str,
+    forward_first: bool,
+) -> int | None:  # fmt: skip
+    """The mention an amount cue is about: the first within reach in its preferred direction."""
+    same = [
+        i
+        for i, m in enumerate(mentions)
+        if not m.negated and clause[m.start] == clause[cue.start()]
+    ]
+    after = [i for i in same if mentions[i].start >= cue.end()]
+    before = [i for i in reversed(same) if mentions[i].end <= cue.start()]
+    for side in (after, before) if forward_first else (before, after):
+        for i in side[:1]:
+            m = mentions[i]
+            if _gap_words(low, (m.start, m.end), (cue.start(), cue.end())) <= _WINDOW:
+                return i
+    return None
+
+
+def _amounts(
+    text: str, low: str, mentions: list[Mention], placed: list[list[Place] | None],
+    pc: npt.NDArray[np.int64], clause: npt.NDArray[np.int32], rules: Rules,
+) -> list[Violation]:  # fmt: skip
+    out: list[Violation] = []
+    seen: set[tuple[str, int]] = set()
+    for kind, pattern, forward in (
+        ("dominant", _DOM_F, True),
+        ("dominant", _DOM_B, False),
+        ("small", _SMALL, True),
+    ):
+        for cue in pattern.finditer(low):
+            i = _attach(cue, mentions, clause, low, forward)
+            if i is None or (kind, i) in seen:
+                continue
+            seen.add((kind, i))
+            m = mentions[i]
+            share, scope = _share(m.cls, placed[i], pc)
+            wrong = (
+                share < rules.dominance_share if kind == "dominant" else share > rules.small_share
+            )
+            if wrong:
+                says = "dominates" if kind == "dominant" else "is a small amount"
+                out.append(
+                    _violation(
+                        "amount", m.cls, text, (min(cue.start(), m.start), max(cue.end(), m.end)),
+                        f"says {m.name} {says}, but it is {share:.0%} of the {scope}",
+                        scope=scope,
+                    )
+                )  # fmt: skip
+    return out
+
+
+@cache
+def _term_pattern(terms: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not terms:
+        return None
+    alts = sorted({normalise(t) for t in terms}, key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(t) + r"\w*" for t in alts) + r")")
+
+
+@cache
+def _hedge_pattern(terms: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not terms:
+        return None
+    alts = sorted({normalise(t) for t in terms}, key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(t) for t in alts) + r")\b")
+
+
+def _banned(text: str, low: str, rules: Rules) -> list[Violation]:
+    out: list[Violation] = []
+    spans: list[tuple[int, int]] = []
+    for pattern, why in (
+        (_term_pattern(rules.banned), "a word the style bans"),
+        (_hedge_pattern(rules.hedges), "a hedge"),
+    ):
+        if pattern is None:
+            continue
+        for m in pattern.finditer(low):
+            if any(s <= m.start() < e for s, e in spans):
+                continue
+            spans.append(m.span())
+            out.append(_violation("banned", None, text, m.span(), f"'{m.group()}' is {why}"))
+    if not rules.numbers:
+        for m in _PERCENT.finditer(low):
+            out.append(_violation("banned", None, text, m.span(), "a percentage the style forbids"))
+    return out
+
+
+def _english(low: str) -> tuple[bool, str]:
+    words = WORD.findall(low)
+    if len(words) < 6:
+        return True, "en"
+    share = sum(w in _EN for w in words) / len(words)
+    if share >= 0.15:
+        return True, "en"
+    import py3langid  # only for the rare caption that looks foreign: it loads a model
+
+    lang, _ = py3langid.classify(low)
+    return lang == "en", str(lang)
+
+
+def check(
+    text: str,
+    counts: npt.ArrayLike,
+    rules: Rules,
+    finish_reason: str | None = None,
+) -> list[Violation]:
+    """The violations of ``text`` against region counts ``counts`` ``(regions, classes)``."""
+    pc = place_counts(np.asarray(counts))
+    whole = pc[_PLACE["whole"]]
+    low = normalise(text)
+    out: list[Violation] = []
+    lang_ok, lang = _english(low)
+    if not lang_ok:
+        return [_violation("language", None, text, (0, len(text)), f"not English (looks {lang})")]
+    mentions = find_mentions(text)
+    clause = _clause_ids(low)
+    groups = _groups(find_places(low), low, clause)
+    placed = _assign(mentions, groups, clause, low)
+    said = {m.cls for m in mentions if not m.negated}
+    absent: set[int] = set()
+    for m in mentions:
+        n = int(whole[m.cls])
+        if not m.negated and n < rules.min_pixels:
+            absent.add(m.cls)
+            out.append(
+                _violation(
+                    "hallucinated", m.cls, text, (m.start, m.end),
+                    f"'{m.words}' names {m.name}, which has {n} pixels in the patch",
+                )
+            )  # fmt: skip
+    land = int(whole[1:].sum())
+    if land:
+        largest = int(np.argmax(whole[1:])) + 1
+        for c in range(1, len(whole)):
+            share = whole[c] / land
+            if (c == largest or share > rules.dominant_share) and c not in said:
+                out.append(
+                    _violation(
+                        "omitted", c, text, (0, 0),
+                        f"{CLASS_NAMES[c]} covers {share:.0%} of the land cover and is never named",
+                    )
+                )  # fmt: skip
+    for m, where in zip(mentions, placed, strict=True):
+        if m.negated or where is None or m.cls in absent:
+            continue
+        for p in where:
+            n = int(pc[_PLACE[p.place], m.cls])
+            if p.place != "whole" and n < rules.min_pixels:
+                out.append(
+                    _violation(
+                        "misplaced", m.cls, text, (min(m.start, p.start), max(m.end, p.end)),
+                        f"puts {m.name} in the {p.place}, which holds {n} pixels of it",
+                        place=p.place,
+                    )
+                )  # fmt: skip
+    out += _amounts(text, low, mentions, placed, pc, clause, rules)
+    out += _banned(text, low, rules)
+    n_words = _words(low)
+    if not rules.min_words <= n_words <= rules.max_words:
+        out.append(
+            _violation(
+                "length", None, text, (0, len(text)),
+                f"{n_words} words; the style wants {rules.min_words} to {rules.max_words}",
+            )
+        )  # fmt: skip
+    stripped = text.rstrip()
+    if finish_reason == "length":
+        out.append(_violation("truncated", None, text, (0, len(text)), "the answer hit max_tokens"))
+    elif stripped and (not _END_OK.search(stripped) or stripped.endswith(("...", "…"))):
+        tail = max(stripped.rfind(". "), stripped.rfind("! "), stripped.rfind("? "))
+        out.append(
+            _violation(
+                "truncated", None, text, (tail + 2 if tail >= 0 else 0, len(stripped)),
+                "the caption ends mid-sentence",
+            )
+        )  # fmt: skip
+    return out
+
+
+def score(violations: Sequence[Violation]) -> float:
+    """1 for a clean caption, less by each violation's penalty, never below 0."""
+    return round(max(0.0, 1.0 - sum(PENALTY[v["type"]] for v in violations)), 4)
