@@ -287,7 +287,7 @@ class EndpointConfig(_Record):
     @property
     def model_name(self) -> str:
         """The model asked for (the request key depends on it)."""
-        return self.model or {"rules": "cen-rules@1", "smollm2": "smollm2"}.get(self.kind, "")
+        return self.model or {"rules": "cen-rules@2", "smollm2": "smollm2"}.get(self.kind, "")
 
     @property
     def label(self) -> str:

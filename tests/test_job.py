@@ -80,7 +80,7 @@ def test_demo_job_end_to_end(tmp_path: Path, demo_world: Path) -> None:
     # Captions: the demo's rules captioner answers every prompt once, zero cost, no dead letter.
     caps = [json.loads(ln) for ln in (run / "captions.jsonl").read_text().splitlines()]
     assert [c["patch_id"] for c in caps] == [p["patch_id"] for p in prompts]
-    assert all(c["endpoint"] == "rules/cen-rules@1" and len(c["caption"]) > 100 for c in caps)
+    assert all(c["endpoint"] == "rules/cen-rules@2" and len(c["caption"]) > 100 for c in caps)
     c = summary["caption"]
     assert c["captioned"] == len(prompts) and c["dead_letters"] == 0 and c["cost_total"] == 0
     assert (run / "dead_letters.jsonl").read_text() == ""

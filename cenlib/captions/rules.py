@@ -271,11 +271,33 @@ def _theme(choices: _Choices, dominant: str | None, second: str | None) -> str:
     return choices.pick("theme", THEME_OPENERS).format(theme=theme)
 
 
+DOMINANT_PERCENT = 30  # the verify stage's dominance share, in percent (rounded: need more)
+
+
+def _least_share(name: str, regions: Mapping[str, Any]) -> int:
+    """A lower bound of a class's share of the image, in percent: the least of its listed
+    shares over the four quadrants (a quadrant that does not list it counts 0). The image's
+    share is a mean of the quadrants' weighted by their land-cover pixels, so never below."""
+    quads = ("top left", "top right", "bottom left", "bottom right")
+    floor = {"extra small": 0, "small": 10, "medium": 20, "large": 50, "extra large": 80}
+
+    def percent(it: Mapping[str, Any]) -> int:  # facts read back from English carry bins only
+        return int(it["percent"]) if "percent" in it else floor.get(_item_bin(it), 0)
+
+    return min(
+        next((percent(it) for it in regions.get(q, ()) if it["class"] == name), 0) for q in quads
+    )
+
+
 def _opening(choices: _Choices, overall: Sequence[str], regions: Mapping[str, Any]) -> str:
     dominant = overall[0]
     leads = [r for r in REGION_NAMES if regions[r] and regions[r][0]["class"] == dominant]
     present = [r for r in REGION_NAMES if any(it["class"] == dominant for it in regions[r])]
     main, lead_tail, present_tail = choices.pick("open", _OPENINGS)
+    if "dominated" in main and _least_share(dominant, regions) <= DOMINANT_PERCENT:
+        # The facts give region shares only: "dominated by" needs at least a third of the
+        # image, which the four quadrants' listed shares must vouch for.
+        main, lead_tail, present_tail = _OPENINGS[0]
     text = main
     if leads:
         text += lead_tail.replace("{loc}", _places(leads))
@@ -434,6 +456,8 @@ def layout_sentences(
         amount = amounts.phrase(percent_bin(_layout_percent(item["percent"])), f"adj/{name}")
         frames = _LAYOUT_OPENINGS if i == 0 else _LAYOUT_OTHERS
         text = choices.pick(f"frame/{name}", frames)
+        if "dominated" in text and _layout_percent(item["percent"]) <= DOMINANT_PERCENT:
+            text = frames[0]  # "dominated by" needs a third of the image
         for verb in _VERBS:
             text = text.replace("{" + verb + "}", _verb(verb, name))
         text = text.format(D=_prose(name), amount=amount, place=place)

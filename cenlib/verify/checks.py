@@ -76,6 +76,11 @@ class Rules:
 Violation = dict[str, Any]
 _PLACE = {p: i for i, p in enumerate(PLACES)}
 _CLAUSE = re.compile(r"[.;!?]|\b(?:while|whilst|whereas|but|although|though|however|meanwhile)\b")
+_TOUCH = re.compile(r"\b(?:touch|touches|touching|reach|reaches|reaching)\s(?:the\s|its\s)?$")
+_LIST_GLUE = frozenset(("and", ",", "or", "the", "some", "other"))
+_EXCEPT = re.compile(
+    r"\b(?:apart\sfrom|aside\sfrom|except(?:\sfor)?|besides|other\sthan)\s(?:\w+\s){0,2}$"
+)
 _GLUE = frozenset(
     [
         "and",
@@ -105,7 +110,7 @@ _DOM_F = re.compile(
     r"entirely)\b(?!\s(?:in|on|along|at|to|around|near|across|within|towards|toward|from|"
     r"through|throughout|concentrated|found|located|situated|confined|restricted|limited)\b)"
     r"|\b(?:the\s)?(?:majority|bulk|most)\sof\b"
-    rf"|\b(?:large|larger|largest|major|great|greater|greatest|vast|very\slarge|extra\slarge|"
+    rf"|\b(?:large|major|great|vast|very\slarge|extra\slarge|extremely\slarge|huge|"
     rf"dominant|overwhelming|predominant|lion's)\s{_AMOUNT_NOUN}\b"
 )
 _DOM_B = re.compile(
@@ -113,9 +118,9 @@ _DOM_B = re.compile(
     r"|\b(?:covers|cover|covering|occupies|occupy|occupying|takes\sup|take\sup|makes\sup|"
     r"make\sup|accounts\sfor|account\sfor|fills|fill|blankets|blanket)\s(?:most|the\smajority|"
     r"the\sbulk|nearly\sall|almost\sall)\b"
-    r"|\b(?:is|are)\s(?:the\s)?(?:dominant|predominant|prevalent|prevailing|main|primary|"
-    r"principal|chief)\b"
-    r"|\b(?:the\s)?(?:dominant|predominant|prevailing|main|primary|principal|chief)\s(?:land\s"
+    # "main", "primary": the largest class, which may be well under a third
+    r"|\b(?:is|are)\s(?:the\s)?(?:dominant|predominant|prevalent|prevailing)\b"
+    r"|\b(?:the\s)?(?:dominant|predominant|prevailing)\s(?:land\s"
     r"cover|land\suse|class|cover|feature|element|type|surface|theme|landscape)\b"
 )
 _SMALL = re.compile(
@@ -125,7 +130,8 @@ _SMALL = re.compile(
     r"|\b(?:a\slittle|a\sfew|a\ssliver\sof|a\stouch\sof|a\shint\sof|traces?\sof|"
     r"a\sbit\sof|a\shandful\sof|specks\sof|dots\sof|sparse|sparsely|scattered|isolated|"
     r"minimal|tiny|hardly|marginal)\b(?!\s(?:further|farther|more|less|to|towards|north|south|"
-    r"east|west|higher|lower|above|below)\b)"
+    r"east|west|higher|lower|above|below|among|amongst|across|around|over|throughout|through|in|"
+    r"on|along|within|between|about)\b)"
     r"|\b(?:extra\ssmall|very\ssmall|minimal|limited|modest)\s" + _AMOUNT_NOUN + r"\b"
 )
 _PERCENT = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:%|percent\b|per\scent\b|pc\b)")
@@ -188,38 +194,139 @@ def _gap_words(low: str, a: tuple[int, int], b: tuple[int, int]) -> int:
     return _words(low[lo:hi]) if hi > lo else 0
 
 
+def _distance(low: str, m: Mention, span: tuple[int, int]) -> float:
+    """How far a place phrase is from a mention, in words. A comma, or an "and" after the place,
+    separates more than a word does: in "woodland in the north-west, farmland the north-east"
+    farmland belongs to the north-east, in "forest in the north and a lake in the south" the
+    lake to the south."""
+    after = span[0] >= m.end
+    gap = low[m.end : span[0]] if after else low[span[1] : m.start]
+    words = WORD.findall(gap)
+    d = float(len(words) + words.count(","))  # a comma counts twice: once as a word, once more
+    if not after and "and" in words:
+        d += 1.5
+    if re.search(r"[,;]\s*and\b", gap):
+        d += 3  # ", and the sea occupies the east": a new statement
+    return d
+
+
 def _assign(
     mentions: list[Mention], groups: list[list[Place]], clause: npt.NDArray[np.int32], low: str
 ) -> list[list[Place] | None]:
-    """Each mention's place group: the nearest one (in words) of its clause; the whole image
-    wins only when strictly nearer than every named place."""
+    """Each mention's place group: the nearest one of its clause (see :func:`_distance`); on a
+    tie the one after the mention ("water in the east"); the whole image wins only when
+    strictly nearer than every named place."""
     out: list[list[Place] | None] = []
     for m in mentions:
-        best: tuple[int, int, list[Place]] | None = None
+        if _EXCEPT.search(low, max(0, m.start - 40), m.start):
+            out.append(None)  # "apart from the lake, trees cover the top right": not placed
+            continue
+        best: tuple[float, int, int, list[Place]] | None = None
         for g in groups:
             if clause[g[0].start] != clause[m.start]:
                 continue
             span = (g[0].start, g[-1].end)
-            d = _gap_words(low, (m.start, m.end), span)
-            key = (d, 1 if g[0].place == "whole" else 0)
-            if best is None or key < best[:2]:
+            key = (
+                _distance(low, m, span),
+                1 if g[0].place == "whole" else 0,
+                0 if span[0] >= m.end else 1,
+            )
+            if best is None or key < best[:3]:
                 best = (*key, g)
-        out.append(None if best is None else best[2])
+        out.append(None if best is None else best[3])
     return out
 
 
-def _share(cls: int, where: list[Place] | None, pc: npt.NDArray[np.int64]) -> tuple[float, str]:
-    """Share of ``cls`` among the land-cover pixels of the places (or of the image)."""
+def _inherit(
+    mentions: list[Mention],
+    placed: list[list[Place] | None],
+    groups: list[list[Place]],
+    clause: npt.NDArray[np.int32],
+) -> list[list[Place]]:
+    """Every place each mention is put in: its own group, and the groups later in its clause
+    that no mention of their own claims, with no class named between ("a lake fills the top
+    left and extends into the centre", "one pond in the top right and a smaller one in the top
+    left")."""
+    claims = [list(g) if g else [] for g in placed]
+    owned = {id(g) for g in placed if g}
+    for k, g in enumerate(groups):
+        if id(g) in owned:
+            continue
+        for prev in reversed(groups[:k]):
+            if clause[prev[0].start] != clause[g[0].start]:
+                break
+            if id(prev) not in owned:
+                continue
+            between = any(prev[-1].end <= m.start < g[0].start for m in mentions)
+            if not between:
+                for i, pg in enumerate(placed):
+                    if pg is prev:
+                        claims[i] += g
+                break
+            # Else the last class named before it: "fields take up a large part of the top
+            # left quadrant and a smaller part of the bottom right".
+            last = [
+                i
+                for i, m in enumerate(mentions)
+                if m.end <= g[0].start and clause[m.start] == clause[g[0].start] and not m.negated
+            ]
+            if last:
+                claims[last[-1]] += g
+            break
+    return claims
+
+
+def _share(
+    classes: list[int], where: list[Place] | None, pc: npt.NDArray[np.int64]
+) -> tuple[float, str]:
+    """Share of ``classes`` among the land-cover pixels of the places (or of the image)."""
     names = [p.place for p in where] if where else ["whole"]
     rows = pc[[_PLACE[n] for n in dict.fromkeys(names)]]
     land = rows[:, 1:].sum()
-    share = float(rows[:, cls].sum() / land) if land else 0.0
+    share = float(rows[:, classes].sum() / land) if land else 0.0
     return share, " and ".join(dict.fromkeys(names))
+
+
+def _listed(i: int, mentions: list[Mention], low: str) -> list[int]:
+    """The classes of mention ``i`` and of those listed right after it ("mostly wetland and
+    shrub": the two together are what dominates)."""
+    out = [mentions[i].cls]
+    for a, b in zip(mentions[i:], mentions[i + 1 :], strict=False):
+        gap = low[a.end : b.start]
+        if b.negated or _CLAUSE.search(gap) or not all(w in _LIST_GLUE for w in WORD.findall(gap)):
+            break
+        out.append(b.cls)
+    return list(dict.fromkeys(out))
+
+
+_SUBJECT = re.compile(
+    r"(?:\s(?:area|part|portion|section|region|half|quadrant|side|zone|band|strip|third|corner))?"
+    r"(?:\s(?:of\s)?(?:the|this)\s(?:image|scene|patch|picture|area))?\s(?:is|are|was|were)"
+    r"(?:\s(?:also|again|then))?\s$"
+)
+
+
+def _scope(cue: re.Match[str], places: list[Place], low: str) -> list[Place] | None:
+    """The place an amount cue names itself: "a large part of the top left quadrant", "the
+    central area of the image is mostly forest", "the image is dominated by shrubs"."""
+    for p in places:
+        if p.end <= cue.start() and _SUBJECT.fullmatch(low, p.end, cue.start()):
+            return [p]
+    if re.search(
+        r"\b(?:the|this)\s(?:image|scene|patch|picture)\s(?:is|are)\s$", low[: cue.start()]
+    ):
+        return [Place("whole", cue.start(), cue.start())]
+    for p in places:
+        if p.start >= cue.end() and re.fullmatch(
+            r"\s*(?:of\s)?(?:the\s|its\s)?", low[cue.end() : p.start]
+        ):
+            return [p]
+    return None
 
 
 def _attach(
     cue: re.Match[str], mentions: list[Mention], clause: npt.NDArray[np.int32], low: str,
-    forward_first: bool,
+    forward_first: bool, both_ways: bool = True, window: int = _WINDOW,
 ) -> int | None:  # fmt: skip
     """The mention an amount cue is about: the first within reach in its preferred direction."""
     same = [
@@ -229,32 +336,49 @@ def _attach(
     ]
     after = [i for i in same if mentions[i].start >= cue.end()]
     before = [i for i in reversed(same) if mentions[i].end <= cue.start()]
-    for side in (after, before) if forward_first else (before, after):
+    sides = (after, before) if forward_first else (before, after)
+    for side in sides if both_ways else sides[:1]:
         for i in side[:1]:
             m = mentions[i]
-            if _gap_words(low, (m.start, m.end), (cue.start(), cue.end())) <= _WINDOW:
+            gap = low[cue.end() : m.start] if m.start >= cue.end() else low[m.end : cue.start()]
+            if ")" in gap and m.start >= cue.end():
+                continue  # "shrub (large portion), moss": the bracket speaks of shrub
+            if _gap_words(low, (m.start, m.end), (cue.start(), cue.end())) <= window:
                 return i
     return None
 
 
 def _amounts(
     text: str, low: str, mentions: list[Mention], placed: list[list[Place] | None],
-    pc: npt.NDArray[np.int64], clause: npt.NDArray[np.int32], rules: Rules,
+    places: list[Place], pc: npt.NDArray[np.int64], clause: npt.NDArray[np.int32], rules: Rules,
 ) -> list[Violation]:  # fmt: skip
     out: list[Violation] = []
     seen: set[tuple[str, int]] = set()
+    cues: list[tuple[int, int]] = []
     for kind, pattern, forward in (
+        ("dominant", _DOM_B, False),  # first: "covers the majority of" is about what precedes
         ("dominant", _DOM_F, True),
-        ("dominant", _DOM_B, False),
         ("small", _SMALL, True),
     ):
         for cue in pattern.finditer(low):
-            i = _attach(cue, mentions, clause, low, forward)
+            if any(s < cue.end() and cue.start() < e for s, e in cues):
+                continue
+            if re.match(r"\s(?:of\s)?(?:it|them)\b", low[cue.end() :]):
+                continue  # "the largest patch, holding a large part of it": of the class
+            cues.append(cue.span())
+            named = _scope(cue, places, low)
+            if named and named[0].start >= cue.end():
+                # "fields take up the top left and most of the top right": the cue is about
+                # the class before it, in the place after it.
+                i = _attach(cue, mentions, clause, low, False, window=2 * _WINDOW)
+            else:  # "a little" speaks of what follows it; a dominance cue of either side
+                i = _attach(cue, mentions, clause, low, forward, both_ways=kind == "dominant")
             if i is None or (kind, i) in seen:
                 continue
             seen.add((kind, i))
             m = mentions[i]
-            share, scope = _share(m.cls, placed[i], pc)
+            classes = _listed(i, mentions, low) if kind == "dominant" else [m.cls]
+            share, scope = _share(classes, named or placed[i], pc)
             wrong = (
                 share < rules.dominance_share if kind == "dominant" else share > rules.small_share
             )
@@ -263,7 +387,9 @@ def _amounts(
                 out.append(
                     _violation(
                         "amount", m.cls, text, (min(cue.start(), m.start), max(cue.end(), m.end)),
-                        f"says {m.name} {says}, but it is {share:.0%} of the {scope}",
+                        f"says {' and '.join(CLASS_NAMES[c] for c in classes)} {says}, but "
+                        f"{'they are' if len(classes) > 1 else 'it is'} {share:.0%} of the "
+                        f"{scope}",
                         scope=scope,
                     )
                 )  # fmt: skip
@@ -335,8 +461,10 @@ def check(
         return [_violation("language", None, text, (0, len(text)), f"not English (looks {lang})")]
     mentions = find_mentions(text)
     clause = _clause_ids(low)
-    groups = _groups(find_places(low), low, clause)
+    places = find_places(low)
+    groups = _groups(places, low, clause)
     placed = _assign(mentions, groups, clause, low)
+    claims = _inherit(mentions, placed, groups, clause)
     said = {m.cls for m in mentions if not m.negated}
     absent: set[int] = set()
     for m in mentions:
@@ -361,12 +489,17 @@ def check(
                         f"{CLASS_NAMES[c]} covers {share:.0%} of the land cover and is never named",
                     )
                 )  # fmt: skip
-    for m, where in zip(mentions, placed, strict=True):
-        if m.negated or where is None or m.cls in absent:
+    touched = {
+        id(p) for g in groups if _TOUCH.search(low, max(0, g[0].start - 24), g[0].start) for p in g
+    }
+    for m, where in zip(mentions, claims, strict=True):
+        if m.negated or not where or m.cls in absent:
             continue
         for p in where:
             n = int(pc[_PLACE[p.place], m.cls])
-            if p.place != "whole" and n < rules.min_pixels:
+            # "touching the right edge" holds with a pixel there; any other place needs more.
+            need = 1 if id(p) in touched else rules.min_pixels
+            if p.place != "whole" and n < need:
                 out.append(
                     _violation(
                         "misplaced", m.cls, text, (min(m.start, p.start), max(m.end, p.end)),
@@ -374,7 +507,11 @@ def check(
                         place=p.place,
                     )
                 )  # fmt: skip
-    out += _amounts(text, low, mentions, placed, pc, clause, rules)
+    out += [
+        v
+        for v in _amounts(text, low, mentions, placed, places, pc, clause, rules)
+        if CLASS_NAMES.index(v["class"]) not in absent  # already named as hallucinated
+    ]
     out += _banned(text, low, rules)
     n_words = _words(low)
     if not rules.min_words <= n_words <= rules.max_words:

@@ -47,6 +47,8 @@ _PATTERN = re.compile(
     (?P<diag>\b(?P<dv>north|south)\s?(?P<dh>east|west)(?:ern)?\b
       |\b(?P<iv>{_IMAGE_V})\s(?:(?:most|hand)\s)?(?P<ih>{_IMAGE_H})\b(?:\s(?:hand\s)?{_NOUN})?
       |\b(?P<ih2>{_IMAGE_H})\s(?P<iv2>{_IMAGE_V})\b)
+    |(?P<away>\baway\sfrom\s(?:the\s|its\s|all\s)?(?:(?:top|bottom|left|right|north|south|east|west)
+      (?:\s(?:and|or)\s(?:top|bottom|left|right|north|south|east|west))?\s)?{_EDGE})
     |(?P<orient>\b{_COMPASS}\s(?:to\s)?{_COMPASS}\b|\b(?:top|upper)\s(?:to\s)?(?:bottom|lower)\b
       |\bleft\s(?:to\s)?right\b)
     |(?P<edge>\b(?:the\s)?(?P<ev>{_COMPASS}|{_IMAGE_V}|{_IMAGE_H})(?:most)?\s{_EDGE}\b
@@ -86,7 +88,7 @@ def find_places(low: str) -> list[Place]:
     out: list[Place] = []
     for m in _PATTERN.finditer(low):
         g = m.groupdict()
-        if g["orient"]:
+        if g["orient"] or g["away"]:
             continue
         if g["diag"]:
             if g["dv"]:

@@ -1,0 +1,124 @@
+"""The verify stage on a real Dask cluster and a real Zarr store: verdicts, and the repair loop
+through a real HTTP server speaking the OpenAI protocol (wrong first, right when corrected)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import zarr
+from caption_support import endpoint, label_maps, write_prompts
+from distributed import Client
+from openai_server import FakeOpenAI
+
+from cenlib.analysis import region_counts
+from cenlib.captions import read_captions, run_captions
+from cenlib.captions.rules import answer as rules_answer
+from cenlib.config import CaptionConfig, RunConfig
+from cenlib.verify import read_verdicts, run_verify
+
+N = 12
+WRONG = (
+    "A dense mangrove forest covers the whole image, with a glacier in the top left corner and "
+    "snowfields along the bottom edge; there is nothing else to see in this scene at all."
+)
+
+
+def _store(out: Path, ids: list[str], maps: np.ndarray) -> None:
+    """The two arrays of a run's store the verify stage reads: patch ids and region counts."""
+    g = zarr.open_group(str(out / "dataset.zarr"), mode="w")
+    g.create_array("patch_id", shape=(len(ids),), dtype=str)[:] = np.array(ids, dtype=object)
+    g.create_array("region_counts", data=region_counts(maps))
+
+
+def _run(tmp_path: Path, caption: CaptionConfig, rounds: int = 2) -> RunConfig:
+    out = tmp_path / "run"
+    ids = write_prompts(out, N)
+    _store(out, ids, label_maps(N))
+    return RunConfig.model_validate(
+        {"output": str(out), "caption": caption.model_dump(), "verify": {"repair_rounds": rounds}}
+    )
+
+
+def _truthful(request: dict[str, Any]) -> str:
+    """The rules captioner's answer to the request's first user turn (its prompt)."""
+    return rules_answer(request["messages"][:2], None, 0, "x")
+
+
+def test_rules_captions_pass_and_verdicts_read_back(tmp_path: Path, dask_client: Client) -> None:
+    cfg = _run(tmp_path, CaptionConfig())
+    run_captions(cfg.caption, cfg.output, dask_client)
+    summary = run_verify(cfg, dask_client)
+    assert summary.verified == N and summary.passed == N and summary.failed == 0
+    verdicts = list(read_verdicts(cfg.output))
+    caps = {c.patch_id: c for c in read_captions(cfg.output)}
+    assert [v.patch_id for v in verdicts] == list(caps)
+    assert all(v.status == "pass" and v.score == 1.0 and v.round == 0 for v in verdicts)
+    assert all(v.caption == caps[v.patch_id].caption for v in verdicts)
+    report = json.loads((cfg.output / "verify_report.json").read_text())
+    assert report["pass_rate_final"] == 1.0
+
+
+def test_wrong_then_right_is_repaired_in_round_one(tmp_path: Path, dask_client: Client) -> None:
+    def responder(request: dict[str, Any]) -> str:
+        return WRONG if len(request["messages"]) <= 2 else _truthful(request)
+
+    with FakeOpenAI(responder=responder) as fake:
+        caption = CaptionConfig(endpoints=(endpoint(fake.base_url),))
+        cfg = _run(tmp_path, caption)
+        run_captions(caption, cfg.output, dask_client)
+        summary = run_verify(cfg, dask_client)
+        sent = len(fake.requests)
+        follow_ups = [r.body["messages"] for r in fake.requests if len(r.body["messages"]) > 2]
+        # Resumed: every repair request already answered, so nothing is sent again.
+        again = run_verify(cfg, dask_client)
+        assert len(fake.requests) == sent
+    # A random map may hold what WRONG names; every other patch fails, then is repaired.
+    bad = N - summary.passed
+    assert bad >= N - 3 and summary.repaired == bad and summary.failed == 0
+    assert summary.violations_first["hallucinated"] == bad
+    assert len(follow_ups) == bad and summary.rounds[0]["sent"] == bad
+    correction = follow_ups[0][-1]["content"]
+    assert "There is no " in correction and " in this image." in correction
+    assert follow_ups[0][-2] == {"role": "assistant", "content": WRONG}
+    assert again.repaired == bad
+    verdicts = [v for v in read_verdicts(cfg.output) if v.status != "pass"]
+    assert len(verdicts) == bad and {v.status for v in verdicts} == {"repaired"}
+    assert all(v.round == 1 and v.violations == [] and v.first_violations for v in verdicts)
+    assert all(v.caption != WRONG for v in verdicts)
+    table = pq.read_table(cfg.output / "verify.parquet")
+    assert table.column_names[:8] == [
+        "patch_id", "key", "style", "status", "pass", "score", "round", "violations",
+    ]  # fmt: skip
+
+
+def test_still_wrong_goes_to_review_after_the_last_round(
+    tmp_path: Path, dask_client: Client
+) -> None:
+    with FakeOpenAI(responder=lambda request: WRONG) as fake:
+        caption = CaptionConfig(endpoints=(endpoint(fake.base_url),))
+        cfg = _run(tmp_path, caption, rounds=2)
+        run_captions(caption, cfg.output, dask_client)
+        summary = run_verify(cfg, dask_client)
+        rounds = Counter(len(r.body["messages"]) for r in fake.requests)
+    # Each round sends the prompt, the last answer and a follow-up. Round 2's request is round
+    # 1's again (same answer, same follow-up), yet it is sent: a round's keys are its own.
+    bad = N - summary.passed
+    assert rounds == {2: N, 4: 2 * bad}
+    assert [r["round"] for r in summary.rounds] == [1, 2]
+    assert summary.failed == bad and summary.repaired == 0
+    failed = [v for v in read_verdicts(cfg.output) if v.status != "pass"]
+    assert len(failed) == bad and all(v.status == "failed" and v.round == 2 for v in failed)
+
+
+def test_missing_captions_is_named(tmp_path: Path, dask_client: Client) -> None:
+    from cenlib.verify import VerifyError
+
+    cfg = RunConfig.model_validate({"output": str(tmp_path / "empty")})
+    with pytest.raises(VerifyError, match="run `cen caption CONFIG` first"):
+        run_verify(cfg, dask_client)
