@@ -305,3 +305,39 @@ def verify(
     except PreviewError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
+
+
+@app.command("review")
+def review(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (its output: of the config)")],
+    host: Annotated[str, typer.Option(help="address to bind; keep 127.0.0.1 unless tunnelled")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="port to listen on; 0 takes any free one")] = 0,
+    reviewer: Annotated[
+        str | None, typer.Option(help="name recorded with each decision (default: login name)")
+    ] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="open the page in a browser")] = (
+        False
+    ),
+) -> None:
+    """Review a run's captions in the browser: accept, reject or edit each (keys a, r, e).
+
+    Prints a URL with a random access token; decisions go to <run>/review.sqlite (the export
+    uses the latest one per patch). Stop with Ctrl-C.
+    """
+    from cenlib.review import ReviewServerError, serve_review
+
+    try:
+        serve_review(
+            run_dir,
+            host=host,
+            port=port,
+            reviewer=reviewer,
+            open_browser=open_browser,
+            # plain print: a URL wrapped by rich cannot be copied whole
+            on_ready=lambda url: print(f"review: open {url} (Ctrl-C stops)", flush=True),
+        )
+    except (ReviewServerError, CenError) as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from e

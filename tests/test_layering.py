@@ -7,7 +7,7 @@ import configparser
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("plan", "search", "ingest", "analysis", "prompts", "captions", "verify")
+STAGES = ("plan", "search", "ingest", "analysis", "prompts", "captions", "verify", "review")
 
 
 def _contracts() -> configparser.ConfigParser:

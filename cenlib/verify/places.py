@@ -13,9 +13,12 @@ lenient reading that keeps loose but true sentences from being flagged.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import ahocorasick
 import numpy as np
 import numpy.typing as npt
 
@@ -82,11 +85,61 @@ def _side(word: str) -> str:
     return _V.get(word) or _H[word]
 
 
+# Every phrase holds one of these words. The regular expression runs only around them: found in
+# one Aho-Corasick pass, they leave most of a caption unscanned.
+_ANCHORS = (
+    "north", "south", "east", "west", "top", "upper", "bottom", "lower", "left", "right",
+    "cent", "middle", "midst", "heart", "edge", "border", "margin", "periph", "perimeter",
+    "outskirts", "whole", "entire", "throughout", "everywhere", "overall", "all over", "image",
+    "scene", "patch", "rim", "fringe", "boundar",
+)  # fmt: skip
+_WORDS_BACK = 3  # "away from the" before an anchor word
+
+
+@functools.cache
+def _anchors() -> ahocorasick.Automaton:
+    a = ahocorasick.Automaton()
+    for w in _ANCHORS:
+        a.add_word(w, len(w))
+    a.make_automaton()
+    return a
+
+
+def _starts(low: str) -> list[int]:
+    """Where a phrase may start: each anchor word's start and those of the words before it."""
+    out: set[int] = set()
+    for end, length in _anchors().iter(low):
+        pos = end - length + 1
+        while pos > 0 and low[pos - 1].isalnum():  # "northern": the anchor's word
+            pos -= 1
+        out.add(pos)
+        for _ in range(_WORDS_BACK):
+            space = low.rfind(" ", 0, max(0, pos - 1))
+            pos = space + 1
+            out.add(pos)
+            if space < 0:
+                break
+    return sorted(out)
+
+
+def _matches(low: str) -> Iterator[re.Match[str]]:
+    """What ``_PATTERN.finditer(low)`` gives, trying the pattern only where a phrase may
+    start (an anchor word or the few words before it) instead of at every character."""
+    done = 0
+    for pos in _starts(low):
+        if pos < done:
+            continue
+        m = _PATTERN.match(low, pos)
+        if m is not None and m.end() > m.start():
+            done = m.end()
+            yield m
+
+
 def find_places(low: str) -> list[Place]:
     """Every position phrase of normalised text ``low``, in order (orientations such as
     "north-south" or "from left to right" name no place and are skipped)."""
     out: list[Place] = []
-    for m in _PATTERN.finditer(low):
+    for m in _matches(low):
         g = m.groupdict()
         if g["orient"] or g["away"]:
             continue
