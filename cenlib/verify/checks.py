@@ -16,6 +16,7 @@ classes)`` pixels) and the style's :class:`Rules`, and returns the typed violati
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +25,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from ahocorasick import Automaton
 
 from cenlib.classes import CLASS_NAMES
 from cenlib.verify.lexicon import WORD, Mention, find_mentions, normalise
 from cenlib.verify.places import PLACES, Place, find_places, place_counts
+from cenlib.verify.scan import Anchored
 
 TYPES: tuple[str, ...] = (
     "hallucinated",
@@ -134,6 +137,24 @@ _SMALL = re.compile(
     r"on|along|within|between|about)\b)"
     r"|\b(?:extra\ssmall|very\ssmall|minimal|limited|modest)\s" + _AMOUNT_NOUN + r"\b"
 )
+_CUE_WORDS = {
+    "dominant_f": (
+        "dominated", "characterised", "characterized", "covered", "occupied", "predominantly",
+        "predominately", "mostly", "largely", "mainly", "primarily", "chiefly", "overwhelmingly",
+        "almost", "nearly", "entirely", "majority", "bulk", "most", "large", "major", "great",
+        "vast", "very", "extra", "extremely", "huge", "dominant", "overwhelming", "predominant",
+        "lion",
+    ),
+    "dominant_b": (
+        "dominat", "predominat", "prevail", "cover", "occup", "take", "make", "account", "fill",
+        "blanket", "dominant", "predominant", "prevalent",
+    ),
+    "small": (
+        "small", "tiny", "little", "minor", "slight", "thin", "narrow", "few", "sliver", "touch",
+        "hint", "trace", "bit", "handful", "speck", "dots", "sparse", "scattered", "isolated",
+        "minimal", "hardly", "marginal", "extra", "very", "limited", "modest",
+    ),
+}  # fmt: skip
 _PERCENT = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:%|percent\b|per\scent\b|pc\b)")
 _END_OK = re.compile("[.!?][\"'\u201d\u2019)\\]]*\\s*$")
 _WINDOW = 6  # words between an amount cue and the mention it is about
@@ -164,29 +185,52 @@ def _violation(
     }
 
 
-def _clause_ids(low: str) -> npt.NDArray[np.int32]:
-    """Clause number of every character (clauses end at sentence marks and contrast words)."""
-    marks = np.zeros(len(low) + 1, np.int32)
-    for m in _CLAUSE.finditer(low):
-        marks[m.start()] += 1
-    return np.cumsum(marks)[: len(low)] if low else marks
+class _Clauses:
+    """Clause number of a character offset (clauses end at sentence marks and contrast words)."""
+
+    def __init__(self, low: str) -> None:
+        self.marks = [m.start() for m in _CLAUSE.finditer(low)]
+
+    def __getitem__(self, pos: int) -> int:
+        return bisect.bisect_right(self.marks, pos) if self.marks else 0
 
 
-def _groups(places: list[Place], low: str, clause: npt.NDArray[np.int32]) -> list[list[Place]]:
+def _groups(places: list[Place], low: str, clause: _Clauses) -> list[list[Place]]:
     """Runs of places of one clause joined by glue ("the top left, bottom right and middle
     parts")."""
     groups: list[list[Place]] = []
     for p in places:
         last = groups[-1][-1] if groups else None
+        gap = WORD.findall(low[last.end : p.start]) if last is not None else []
         if (
             last is not None
             and clause[last.start] == clause[p.start]
-            and all(w in _GLUE for w in WORD.findall(low[last.end : p.start]))
+            and all(w in _GLUE for w in gap)
+            # "the south-west, and the north-west holds shrubland": a new statement, not a list
+            and ("and" not in gap or _ends_list(low, p.end))
         ):
             groups[-1].append(p)
         else:
             groups.append([p])
     return groups
+
+
+_PLACE_NOUNS = frozenset(
+    (
+        "part", "parts", "section", "sections", "area", "areas", "quadrant", "quadrants",
+        "corner", "corners", "half", "halves", "side", "sides", "region", "regions", "edge",
+        "edges", "portion", "portions", "of",
+    )
+)  # fmt: skip
+
+
+def _ends_list(low: str, end: int) -> bool:
+    """Whether the place phrase ending at ``end`` closes a list of places (what follows it is
+    punctuation, a conjunction or a noun of places, not a verb of its own)."""
+    nxt = WORD.search(low, end)
+    if nxt is None or low[end : nxt.start()].strip():
+        return True
+    return nxt.group() in _PLACE_NOUNS or nxt.group() in (",", "and", "or")
 
 
 def _gap_words(low: str, a: tuple[int, int], b: tuple[int, int]) -> int:
@@ -211,7 +255,7 @@ def _distance(low: str, m: Mention, span: tuple[int, int]) -> float:
 
 
 def _assign(
-    mentions: list[Mention], groups: list[list[Place]], clause: npt.NDArray[np.int32], low: str
+    mentions: list[Mention], groups: list[list[Place]], clause: _Clauses, low: str
 ) -> list[list[Place] | None]:
     """Each mention's place group: the nearest one of its clause (see :func:`_distance`); on a
     tie the one after the mention ("water in the east"); the whole image wins only when
@@ -226,6 +270,8 @@ def _assign(
             if clause[g[0].start] != clause[m.start]:
                 continue
             span = (g[0].start, g[-1].end)
+            if span[0] >= m.end and _nearer_mention(m, span[0], mentions, low):
+                continue  # "snow, with some moss in the south-west": the moss is there
             key = (
                 _distance(low, m, span),
                 1 if g[0].place == "whole" else 0,
@@ -237,11 +283,27 @@ def _assign(
     return out
 
 
+def _nearer_mention(m: Mention, place_start: int, mentions: list[Mention], low: str) -> bool:
+    """Whether a class named between mention ``m`` and a place after it, not listed with
+    ``m`` and right before the place, takes that place from it ("snow, with some moss in the
+    south-west"; but "ponds sit within the marsh, one in the top right" keeps it for the ponds:
+    the comma after "marsh" ends the marsh's phrase)."""
+    prev = m
+    between = [o for o in mentions if m.end <= o.start < place_start and not o.negated]
+    for other in between:
+        if not all(w in _LIST_GLUE for w in WORD.findall(low[prev.end : other.start])):
+            last = between[-1]
+            words = WORD.findall(low[last.end : place_start])
+            return "," not in words and len(words) <= 3
+        prev = other
+    return False
+
+
 def _inherit(
     mentions: list[Mention],
     placed: list[list[Place] | None],
     groups: list[list[Place]],
-    clause: npt.NDArray[np.int32],
+    clause: _Clauses,
 ) -> list[list[Place]]:
     """Every place each mention is put in: its own group, and the groups later in its clause
     that no mention of their own claims, with no class named between ("a lake fills the top
@@ -325,7 +387,7 @@ def _scope(cue: re.Match[str], places: list[Place], low: str) -> list[Place] | N
 
 
 def _attach(
-    cue: re.Match[str], mentions: list[Mention], clause: npt.NDArray[np.int32], low: str,
+    cue: re.Match[str], mentions: list[Mention], clause: _Clauses, low: str,
     forward_first: bool, both_ways: bool = True, window: int = _WINDOW,
 ) -> int | None:  # fmt: skip
     """The mention an amount cue is about: the first within reach in its preferred direction."""
@@ -350,16 +412,12 @@ def _attach(
 
 def _amounts(
     text: str, low: str, mentions: list[Mention], placed: list[list[Place] | None],
-    places: list[Place], pc: npt.NDArray[np.int64], clause: npt.NDArray[np.int32], rules: Rules,
+    places: list[Place], pc: npt.NDArray[np.int64], clause: _Clauses, rules: Rules,
 ) -> list[Violation]:  # fmt: skip
     out: list[Violation] = []
     seen: set[tuple[str, int]] = set()
     cues: list[tuple[int, int]] = []
-    for kind, pattern, forward in (
-        ("dominant", _DOM_B, False),  # first: "covers the majority of" is about what precedes
-        ("dominant", _DOM_F, True),
-        ("small", _SMALL, True),
-    ):
+    for kind, pattern, forward in _cue_scanners():
         for cue in pattern.finditer(low):
             if any(s < cue.end() and cue.start() < e for s, e in cues):
                 continue
@@ -397,43 +455,55 @@ def _amounts(
 
 
 @cache
-def _term_pattern(terms: tuple[str, ...]) -> re.Pattern[str] | None:
-    if not terms:
-        return None
-    alts = sorted({normalise(t) for t in terms}, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(t) + r"\w*" for t in alts) + r")")
+def _cue_scanners() -> tuple[tuple[str, Anchored, bool], ...]:
+    return (
+        # first: "covers the majority of" is about what precedes it
+        ("dominant", Anchored(_DOM_B, _CUE_WORDS["dominant_b"], 2), False),
+        ("dominant", Anchored(_DOM_F, _CUE_WORDS["dominant_f"], 1), True),
+        ("small", Anchored(_SMALL, _CUE_WORDS["small"], 1), True),
+    )
 
 
 @cache
-def _hedge_pattern(terms: tuple[str, ...]) -> re.Pattern[str] | None:
-    if not terms:
-        return None
-    alts = sorted({normalise(t) for t in terms}, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(t) for t in alts) + r")\b")
+def _banned_automaton(banned: tuple[str, ...], hedges: tuple[str, ...]) -> Automaton:
+    """Banned stems (any ending: "appear" bans "appears") and hedges (whole words only)."""
+    a = Automaton()
+    for w in hedges:
+        a.add_word(normalise(w), (len(w), False, "a hedge"))
+    for w in banned:  # a banned stem wins over a hedge of the same words
+        a.add_word(normalise(w), (len(w), True, "a word the style bans"))
+    a.make_automaton()
+    return a
 
 
 def _banned(text: str, low: str, rules: Rules) -> list[Violation]:
     out: list[Violation] = []
-    spans: list[tuple[int, int]] = []
-    for pattern, why in (
-        (_term_pattern(rules.banned), "a word the style bans"),
-        (_hedge_pattern(rules.hedges), "a hedge"),
-    ):
-        if pattern is None:
+    last = -1
+    n = len(low)
+    hits = []
+    for end, (length, stem, why) in _banned_automaton(rules.banned, rules.hedges).iter(low):
+        start, stop = end - length + 1, end + 1
+        if start > 0 and low[start - 1].isalnum():
             continue
-        for m in pattern.finditer(low):
-            if any(s <= m.start() < e for s, e in spans):
-                continue
-            spans.append(m.span())
-            out.append(_violation("banned", None, text, m.span(), f"'{m.group()}' is {why}"))
-    if not rules.numbers:
+        if stem:
+            while stop < n and low[stop].isalnum():
+                stop += 1
+        elif stop < n and low[stop].isalnum():
+            continue
+        hits.append((start, -stop, why))
+    for start, neg_stop, why in sorted(hits):
+        if start < last:
+            continue
+        last = -neg_stop
+        span = (start, last)
+        out.append(_violation("banned", None, text, span, f"'{low[start:last]}' is {why}"))
+    if not rules.numbers and any(c.isdigit() for c in low):
         for m in _PERCENT.finditer(low):
             out.append(_violation("banned", None, text, m.span(), "a percentage the style forbids"))
     return out
 
 
-def _english(low: str) -> tuple[bool, str]:
-    words = WORD.findall(low)
+def _english(words: list[str], low: str) -> tuple[bool, str]:
     if len(words) < 6:
         return True, "en"
     share = sum(w in _EN for w in words) / len(words)
@@ -456,11 +526,12 @@ def check(
     whole = pc[_PLACE["whole"]]
     low = normalise(text)
     out: list[Violation] = []
-    lang_ok, lang = _english(low)
+    tokens = WORD.findall(low)
+    lang_ok, lang = _english(tokens, low)
     if not lang_ok:
         return [_violation("language", None, text, (0, len(text)), f"not English (looks {lang})")]
     mentions = find_mentions(text)
-    clause = _clause_ids(low)
+    clause = _Clauses(low)
     places = find_places(low)
     groups = _groups(places, low, clause)
     placed = _assign(mentions, groups, clause, low)
@@ -513,7 +584,7 @@ def check(
         if CLASS_NAMES.index(v["class"]) not in absent  # already named as hallucinated
     ]
     out += _banned(text, low, rules)
-    n_words = _words(low)
+    n_words = len(tokens) - tokens.count(",")
     if not rules.min_words <= n_words <= rules.max_words:
         out.append(
             _violation(

@@ -142,10 +142,15 @@ class Mention:
     negated: bool
 
 
+_NO_PLURAL = frozenset(("cover", "canopy", "land", "built", "up", "vegetation", "vegetated"))
+
+
 def _variants(term: str) -> set[str]:
     """The term and its plural (regular English forms are enough: "cities", "bushes")."""
     out = {term}
     head, _, last = term.rpartition(" ")
+    if last in _NO_PLURAL:  # "grass covers the image" is a verb, not "grass cover" twice
+        return out
     pre = f"{head} " if head else ""
     if last.endswith(("s", "x", "sh", "ch")):
         out.add(f"{pre}{last}es")

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import ahocorasick
 import numpy as np
 import numpy.typing as npt
 
 from cenlib.analysis import REGIONS
+from cenlib.verify.scan import Anchored
 
 QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 HALVES = ("top", "bottom", "left", "right")
@@ -52,6 +51,7 @@ _PATTERN = re.compile(
       |\b(?P<ih2>{_IMAGE_H})\s(?P<iv2>{_IMAGE_V})\b)
     |(?P<away>\baway\sfrom\s(?:the\s|its\s|all\s)?(?:(?:top|bottom|left|right|north|south|east|west)
       (?:\s(?:and|or)\s(?:top|bottom|left|right|north|south|east|west))?\s)?{_EDGE})
+    |(?P<relative>\b(?:further|farther|more|slightly)\s(?:to\s(?:the\s)?)?{_COMPASS}\b)
     |(?P<orient>\b{_COMPASS}\s(?:to\s)?{_COMPASS}\b|\b(?:top|upper)\s(?:to\s)?(?:bottom|lower)\b
       |\bleft\s(?:to\s)?right\b)
     |(?P<edge>\b(?:the\s)?(?P<ev>{_COMPASS}|{_IMAGE_V}|{_IMAGE_H})(?:most)?\s{_EDGE}\b
@@ -91,57 +91,23 @@ _ANCHORS = (
     "north", "south", "east", "west", "top", "upper", "bottom", "lower", "left", "right",
     "cent", "middle", "midst", "heart", "edge", "border", "margin", "periph", "perimeter",
     "outskirts", "whole", "entire", "throughout", "everywhere", "overall", "all over", "image",
-    "scene", "patch", "rim", "fringe", "boundar",
+    "scene", "patch", "rim", "fringe", "boundar", "further", "farther", "more", "slightly",
 )  # fmt: skip
 _WORDS_BACK = 3  # "away from the" before an anchor word
 
 
 @functools.cache
-def _anchors() -> ahocorasick.Automaton:
-    a = ahocorasick.Automaton()
-    for w in _ANCHORS:
-        a.add_word(w, len(w))
-    a.make_automaton()
-    return a
-
-
-def _starts(low: str) -> list[int]:
-    """Where a phrase may start: each anchor word's start and those of the words before it."""
-    out: set[int] = set()
-    for end, length in _anchors().iter(low):
-        pos = end - length + 1
-        while pos > 0 and low[pos - 1].isalnum():  # "northern": the anchor's word
-            pos -= 1
-        out.add(pos)
-        for _ in range(_WORDS_BACK):
-            space = low.rfind(" ", 0, max(0, pos - 1))
-            pos = space + 1
-            out.add(pos)
-            if space < 0:
-                break
-    return sorted(out)
-
-
-def _matches(low: str) -> Iterator[re.Match[str]]:
-    """What ``_PATTERN.finditer(low)`` gives, trying the pattern only where a phrase may
-    start (an anchor word or the few words before it) instead of at every character."""
-    done = 0
-    for pos in _starts(low):
-        if pos < done:
-            continue
-        m = _PATTERN.match(low, pos)
-        if m is not None and m.end() > m.start():
-            done = m.end()
-            yield m
+def _scanner() -> Anchored:
+    return Anchored(_PATTERN, _ANCHORS, _WORDS_BACK)
 
 
 def find_places(low: str) -> list[Place]:
     """Every position phrase of normalised text ``low``, in order (orientations such as
     "north-south" or "from left to right" name no place and are skipped)."""
     out: list[Place] = []
-    for m in _matches(low):
+    for m in _scanner().finditer(low):
         g = m.groupdict()
-        if g["orient"] or g["away"]:
+        if g["orient"] or g["away"] or g["relative"]:
             continue
         if g["diag"]:
             if g["dv"]:
@@ -168,26 +134,35 @@ def find_places(low: str) -> list[Place]:
 _R = {name: i for i, name in enumerate(REGIONS)}
 
 
+def _place_matrix() -> npt.NDArray[np.int64]:
+    """(PLACES, REGIONS): each place as a sum (and difference) of the analysis's regions."""
+    of = {
+        **{q: (q,) for q in QUADRANTS},
+        "top": ("top left", "top right"),
+        "bottom": ("bottom left", "bottom right"),
+        "left": ("top left", "bottom left"),
+        "right": ("top right", "bottom right"),
+        "middle": ("middle",),
+        "top edge": ("top left corner", "top", "top right corner"),
+        "bottom edge": ("bottom left corner", "bottom", "bottom right corner"),
+        "left edge": ("top left corner", "left", "bottom left corner"),
+        "right edge": ("top right corner", "right", "bottom right corner"),
+        "edges": ("whole",),
+        "whole": ("whole",),
+    }
+    m = np.zeros((len(PLACES), len(REGIONS)), np.int64)
+    for i, p in enumerate(PLACES):
+        for r in of[p]:
+            m[i, _R[r]] += 1
+    m[PLACES.index("edges"), _R["middle"]] -= 1  # all round the middle: the whole but it
+    return m
+
+
+_MATRIX = _place_matrix()
+
+
 def place_counts(region_counts: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     """``(..., len(PLACES), classes)`` pixels per place from the analysis's ``(..., regions,
     classes)`` region counts (``cenlib.analysis.REGIONS`` order)."""
-    rc = np.asarray(region_counts, dtype=np.int64)
-
-    def r(*names: str) -> npt.NDArray[np.int64]:
-        return sum((rc[..., _R[n], :] for n in names), np.zeros_like(rc[..., 0, :]))
-
-    rows = {
-        **{q: r(q) for q in QUADRANTS},
-        "top": r("top left", "top right"),
-        "bottom": r("bottom left", "bottom right"),
-        "left": r("top left", "bottom left"),
-        "right": r("top right", "bottom right"),
-        "middle": r("middle"),
-        "top edge": r("top left corner", "top", "top right corner"),
-        "bottom edge": r("bottom left corner", "bottom", "bottom right corner"),
-        "left edge": r("top left corner", "left", "bottom left corner"),
-        "right edge": r("top right corner", "right", "bottom right corner"),
-        "edges": r("whole") - r("middle"),
-        "whole": r("whole"),
-    }
-    return np.stack([rows[p] for p in PLACES], axis=-2)
+    out: npt.NDArray[np.int64] = _MATRIX @ np.asarray(region_counts, dtype=np.int64)
+    return out

@@ -43,13 +43,27 @@ def test_rules_captions_pass(tmp_path: Path, style: str) -> None:
     assert not failed, failed[:3]
 
 
-def test_evaluation_set_targets() -> None:
-    s = score_eval(load_maps(), load_eval())
+HELDOUT = Path(__file__).parent / "data" / "heldout.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("name", "sources"),
+    [("eval", ("gpt", "chatearthnet")), ("heldout", ("claude", "terse", "gpt4v", "mixed"))],
+)
+def test_evaluation_set_targets(name: str, sources: tuple[str, ...]) -> None:
+    """``eval``: the set the verifier was developed on; ``heldout``: written apart, in other
+    phrasing, and first run once the verifier was done (data/HELDOUT.md)."""
+    if name == "eval":
+        lines = load_eval()
+    else:
+        lines = [json.loads(x) for x in HELDOUT.read_text(encoding="utf-8").splitlines() if x]
+    s = score_eval(load_maps(), lines)
     print("\n" + table(s))
     low = {k: s.detection(k) for k in s.injected if s.detection(k) < 0.95}
     assert not low, (low, s.misses[:3])
-    for src in ("gpt", "chatearthnet"):
-        assert s.clean[src] >= 30
+    assert len(s.injected) == 7 and min(s.injected.values()) >= 30
+    for src in sources:
+        assert s.clean[src] >= 25
         assert s.false_alarm_rate(src) <= 0.05, (src, s.alarms[:3])
 
 
@@ -73,6 +87,7 @@ def test_every_lexicon_word_is_found_as_a_mention() -> None:
         ("A mangrove forest lines the shore of the sea.", [(10, False), (1, False)]),
         ("Neither crops nor shrubs grow here.", [(6, True), (4, True)]),
         ("Streets and downtown; none of it is urban.", [(2, False), (2, False), (2, True)]),
+        ("Grass covers the image, and tree cover the rest.", [(5, False), (3, False)]),
     ],
 )
 def test_mentions_and_negation(text: str, expect: list[tuple[int, bool]]) -> None:
