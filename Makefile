@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_analysis.py
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_captions.py
+	$(BIN)/python benchmarks/bench_verify.py
 
 # Re-resolve exact versions after editing pyproject.toml dependencies.
 lock: $(STAMP)

@@ -20,7 +20,7 @@ import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -155,6 +155,8 @@ _CUE_WORDS = {
         "minimal", "hardly", "marginal", "extra", "very", "limited", "modest",
     ),
 }  # fmt: skip
+_DIGIT = re.compile(r"\d")
+_COMMA_AND = re.compile(r"[,;]\s*and\b")
 _PERCENT = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:%|percent\b|per\scent\b|pc\b)")
 _END_OK = re.compile("[.!?][\"'\u201d\u2019)\\]]*\\s*$")
 _WINDOW = 6  # words between an amount cue and the mention it is about
@@ -166,6 +168,30 @@ _EN = frozenset(
         "covered", "mostly", "also", "into", "or", "along", "near", "between", "across"
     )
 )  # fmt: skip
+
+
+class _Tokens:
+    """The words (and commas) of one normalised caption with their offsets: the gaps between
+    mentions, places and cues are counted from them, not tokenised again."""
+
+    def __init__(self, low: str) -> None:
+        found = [(m.start(), m.group()) for m in WORD.finditer(low)]
+        self.starts = [s for s, _ in found]
+        self.words = [w for _, w in found]
+        self.word_starts = [s for s, w in found if w != ","]
+
+    def between(self, lo: int, hi: int) -> list[str]:
+        """The tokens starting in ``[lo, hi)``."""
+        return self.words[bisect.bisect_left(self.starts, lo) : bisect.bisect_left(self.starts, hi)]
+
+
+@lru_cache(maxsize=8)
+def _tokens(low: str) -> _Tokens:
+    return _Tokens(low)
+
+
+def _between(low: str, lo: int, hi: int) -> list[str]:
+    return _tokens(low).between(lo, hi)
 
 
 def _words(text: str) -> int:
@@ -190,9 +216,19 @@ class _Clauses:
 
     def __init__(self, low: str) -> None:
         self.marks = [m.start() for m in _CLAUSE.finditer(low)]
+        self._memo: dict[int, int] = {}
 
     def __getitem__(self, pos: int) -> int:
-        return bisect.bisect_right(self.marks, pos) if self.marks else 0
+        try:
+            return self._memo[pos]
+        except KeyError:
+            c = self._memo[pos] = bisect.bisect_right(self.marks, pos)
+            return c
+
+    def span(self, pos: int) -> tuple[int, int]:
+        """The offsets ``[start, end)`` of the clause holding ``pos``."""
+        k = self[pos]
+        return (self.marks[k - 1] if k else 0), (self.marks[k] if k < len(self.marks) else 1 << 62)
 
 
 def _groups(places: list[Place], low: str, clause: _Clauses) -> list[list[Place]]:
@@ -201,7 +237,7 @@ def _groups(places: list[Place], low: str, clause: _Clauses) -> list[list[Place]
     groups: list[list[Place]] = []
     for p in places:
         last = groups[-1][-1] if groups else None
-        gap = WORD.findall(low[last.end : p.start]) if last is not None else []
+        gap = _between(low, last.end, p.start) if last is not None else []
         if (
             last is not None
             and clause[last.start] == clause[p.start]
@@ -235,7 +271,10 @@ def _ends_list(low: str, end: int) -> bool:
 
 def _gap_words(low: str, a: tuple[int, int], b: tuple[int, int]) -> int:
     lo, hi = (a[1], b[0]) if a[1] <= b[0] else (b[1], a[0])
-    return _words(low[lo:hi]) if hi > lo else 0
+    if hi <= lo:
+        return 0
+    words = _between(low, lo, hi)
+    return len(words) - words.count(",")
 
 
 def _distance(low: str, m: Mention, span: tuple[int, int]) -> float:
@@ -244,18 +283,18 @@ def _distance(low: str, m: Mention, span: tuple[int, int]) -> float:
     farmland belongs to the north-east, in "forest in the north and a lake in the south" the
     lake to the south."""
     after = span[0] >= m.end
-    gap = low[m.end : span[0]] if after else low[span[1] : m.start]
-    words = WORD.findall(gap)
+    lo, hi = (m.end, span[0]) if after else (span[1], m.start)
+    words = _between(low, lo, hi)
     d = float(len(words) + words.count(","))  # a comma counts twice: once as a word, once more
     if not after and "and" in words:
         d += 1.5
-    if re.search(r"[,;]\s*and\b", gap):
+    if "and" in words and _COMMA_AND.search(low, lo, hi):
         d += 3  # ", and the sea occupies the east": a new statement
     return d
 
 
 def _assign(
-    mentions: list[Mention], groups: list[list[Place]], clause: _Clauses, low: str
+    mentions: _Mentions, groups: list[list[Place]], clause: _Clauses, low: str
 ) -> list[list[Place] | None]:
     """Each mention's place group: the nearest one of its clause (see :func:`_distance`); on a
     tie the one after the mention ("water in the east"); the whole image wins only when
@@ -283,17 +322,27 @@ def _assign(
     return out
 
 
-def _nearer_mention(m: Mention, place_start: int, mentions: list[Mention], low: str) -> bool:
+class _Mentions(list[Mention]):
+    """A caption's mentions, in order, with their start offsets (for bisecting)."""
+
+    def __init__(self, mentions: list[Mention]) -> None:
+        super().__init__(mentions)
+        self.starts = [m.start for m in mentions]
+
+
+def _nearer_mention(m: Mention, place_start: int, mentions: _Mentions, low: str) -> bool:
     """Whether a class named between mention ``m`` and a place after it, not listed with
     ``m`` and right before the place, takes that place from it ("snow, with some moss in the
     south-west"; but "ponds sit within the marsh, one in the top right" keeps it for the ponds:
     the comma after "marsh" ends the marsh's phrase)."""
     prev = m
-    between = [o for o in mentions if m.end <= o.start < place_start and not o.negated]
+    starts = mentions.starts
+    lo, hi = bisect.bisect_left(starts, m.end), bisect.bisect_left(starts, place_start)
+    between = [o for o in mentions[lo:hi] if not o.negated]
     for other in between:
-        if not all(w in _LIST_GLUE for w in WORD.findall(low[prev.end : other.start])):
+        if not all(w in _LIST_GLUE for w in _between(low, prev.end, other.start)):
             last = between[-1]
-            words = WORD.findall(low[last.end : place_start])
+            words = _between(low, last.end, place_start)
             return "," not in words and len(words) <= 3
         prev = other
     return False
@@ -338,14 +387,12 @@ def _inherit(
     return claims
 
 
-def _share(
-    classes: list[int], where: list[Place] | None, pc: npt.NDArray[np.int64]
-) -> tuple[float, str]:
+def _share(classes: list[int], where: list[Place] | None, pc: list[list[int]]) -> tuple[float, str]:
     """Share of ``classes`` among the land-cover pixels of the places (or of the image)."""
     names = [p.place for p in where] if where else ["whole"]
-    rows = pc[[_PLACE[n] for n in dict.fromkeys(names)]]
-    land = rows[:, 1:].sum()
-    share = float(rows[:, classes].sum() / land) if land else 0.0
+    rows = [pc[_PLACE[n]] for n in dict.fromkeys(names)]
+    land = sum(sum(r[1:]) for r in rows)
+    share = sum(r[c] for r in rows for c in classes) / land if land else 0.0
     return share, " and ".join(dict.fromkeys(names))
 
 
@@ -355,7 +402,11 @@ def _listed(i: int, mentions: list[Mention], low: str) -> list[int]:
     out = [mentions[i].cls]
     for a, b in zip(mentions[i:], mentions[i + 1 :], strict=False):
         gap = low[a.end : b.start]
-        if b.negated or _CLAUSE.search(gap) or not all(w in _LIST_GLUE for w in WORD.findall(gap)):
+        if (
+            b.negated
+            or _CLAUSE.search(gap)
+            or not all(w in _LIST_GLUE for w in _between(low, a.end, b.start))
+        ):
             break
         out.append(b.cls)
     return list(dict.fromkeys(out))
@@ -368,33 +419,35 @@ _SUBJECT = re.compile(
 )
 
 
+_IMAGE_SUBJECT = re.compile(r"\b(?:the|this)\s(?:image|scene|patch|picture)\s(?:is|are)\s$")
+_OF_THE = re.compile(r"\s*(?:of\s)?(?:the\s|its\s)?")
+
+
 def _scope(cue: re.Match[str], places: list[Place], low: str) -> list[Place] | None:
     """The place an amount cue names itself: "a large part of the top left quadrant", "the
     central area of the image is mostly forest", "the image is dominated by shrubs"."""
-    for p in places:
-        if p.end <= cue.start() and _SUBJECT.fullmatch(low, p.end, cue.start()):
-            return [p]
-    if re.search(
-        r"\b(?:the|this)\s(?:image|scene|patch|picture)\s(?:is|are)\s$", low[: cue.start()]
-    ):
-        return [Place("whole", cue.start(), cue.start())]
-    for p in places:
-        if p.start >= cue.end() and re.fullmatch(
-            r"\s*(?:of\s)?(?:the\s|its\s)?", low[cue.end() : p.start]
-        ):
-            return [p]
+    s, e = cue.span()
+    k = bisect.bisect_left([p.start for p in places], s)
+    if k and places[k - 1].end <= s and _SUBJECT.fullmatch(low, places[k - 1].end, s):
+        return [places[k - 1]]
+    if _IMAGE_SUBJECT.search(low, max(0, s - 32), s):
+        return [Place("whole", s, s)]
+    if k < len(places) and places[k].start >= e and _OF_THE.fullmatch(low, e, places[k].start):
+        return [places[k]]
     return None
 
 
 def _attach(
-    cue: re.Match[str], mentions: list[Mention], clause: _Clauses, low: str,
+    cue: re.Match[str], mentions: _Mentions, clause: _Clauses, low: str,
     forward_first: bool, both_ways: bool = True, window: int = _WINDOW,
 ) -> int | None:  # fmt: skip
     """The mention an amount cue is about: the first within reach in its preferred direction."""
+    lo, hi = clause.span(cue.start())
+    starts = mentions.starts
     same = [
         i
-        for i, m in enumerate(mentions)
-        if not m.negated and clause[m.start] == clause[cue.start()]
+        for i in range(bisect.bisect_left(starts, lo), bisect.bisect_left(starts, hi))
+        if not mentions[i].negated
     ]
     after = [i for i in same if mentions[i].start >= cue.end()]
     before = [i for i in reversed(same) if mentions[i].end <= cue.start()]
@@ -411,14 +464,14 @@ def _attach(
 
 
 def _amounts(
-    text: str, low: str, mentions: list[Mention], placed: list[list[Place] | None],
-    places: list[Place], pc: npt.NDArray[np.int64], clause: _Clauses, rules: Rules,
+    text: str, low: str, mentions: _Mentions, placed: list[list[Place] | None],
+    places: list[Place], pc: list[list[int]], clause: _Clauses, rules: Rules,
 ) -> list[Violation]:  # fmt: skip
     out: list[Violation] = []
     seen: set[tuple[str, int]] = set()
     cues: list[tuple[int, int]] = []
     for kind, pattern, forward in _cue_scanners():
-        for cue in pattern.finditer(low):
+        for cue in pattern.finditer(low, _tokens(low).word_starts):
             if any(s < cue.end() and cue.start() < e for s, e in cues):
                 continue
             if re.match(r"\s(?:of\s)?(?:it|them)\b", low[cue.end() :]):
@@ -497,7 +550,7 @@ def _banned(text: str, low: str, rules: Rules) -> list[Violation]:
         last = -neg_stop
         span = (start, last)
         out.append(_violation("banned", None, text, span, f"'{low[start:last]}' is {why}"))
-    if not rules.numbers and any(c.isdigit() for c in low):
+    if not rules.numbers and _DIGIT.search(low):
         for m in _PERCENT.finditer(low):
             out.append(_violation("banned", None, text, m.span(), "a percentage the style forbids"))
     return out
@@ -522,24 +575,24 @@ def check(
     finish_reason: str | None = None,
 ) -> list[Violation]:
     """The violations of ``text`` against region counts ``counts`` ``(regions, classes)``."""
-    pc = place_counts(np.asarray(counts))
+    pc: list[list[int]] = place_counts(np.asarray(counts)).tolist()  # plain ints: fast to index
     whole = pc[_PLACE["whole"]]
     low = normalise(text)
     out: list[Violation] = []
-    tokens = WORD.findall(low)
+    tokens = _tokens(low).words
     lang_ok, lang = _english(tokens, low)
     if not lang_ok:
         return [_violation("language", None, text, (0, len(text)), f"not English (looks {lang})")]
-    mentions = find_mentions(text)
+    mentions = _Mentions(find_mentions(text))
     clause = _Clauses(low)
-    places = find_places(low)
+    places = find_places(low, _tokens(low).word_starts)
     groups = _groups(places, low, clause)
     placed = _assign(mentions, groups, clause, low)
     claims = _inherit(mentions, placed, groups, clause)
     said = {m.cls for m in mentions if not m.negated}
     absent: set[int] = set()
     for m in mentions:
-        n = int(whole[m.cls])
+        n = whole[m.cls]
         if not m.negated and n < rules.min_pixels:
             absent.add(m.cls)
             out.append(
@@ -548,9 +601,9 @@ def check(
                     f"'{m.words}' names {m.name}, which has {n} pixels in the patch",
                 )
             )  # fmt: skip
-    land = int(whole[1:].sum())
+    land = sum(whole[1:])
     if land:
-        largest = int(np.argmax(whole[1:])) + 1
+        largest = max(range(1, len(whole)), key=lambda c: (whole[c], -c))
         for c in range(1, len(whole)):
             share = whole[c] / land
             if (c == largest or share > rules.dominant_share) and c not in said:
@@ -567,7 +620,7 @@ def check(
         if m.negated or not where or m.cls in absent:
             continue
         for p in where:
-            n = int(pc[_PLACE[p.place], m.cls])
+            n = pc[_PLACE[p.place]][m.cls]
             # "touching the right edge" holds with a pixel there; any other place needs more.
             need = 1 if id(p) in touched else rules.min_pixels
             if p.place != "whole" and n < need:

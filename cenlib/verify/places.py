@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,11 +102,12 @@ def _scanner() -> Anchored:
     return Anchored(_PATTERN, _ANCHORS, _WORDS_BACK)
 
 
-def find_places(low: str) -> list[Place]:
+def find_places(low: str, words: Sequence[int] | None = None) -> list[Place]:
     """Every position phrase of normalised text ``low``, in order (orientations such as
-    "north-south" or "from left to right" name no place and are skipped)."""
+    "north-south" or "from left to right" name no place and are skipped). ``words``: the start
+    offsets of its words, when the caller has them."""
     out: list[Place] = []
-    for m in _scanner().finditer(low):
+    for m in _scanner().finditer(low, words):
         g = m.groupdict()
         if g["orient"] or g["away"] or g["relative"]:
             continue

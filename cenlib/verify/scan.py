@@ -5,8 +5,9 @@ one Aho-Corasick pass and leave most of the text unscanned, with the same matche
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import ahocorasick
 
@@ -24,9 +25,15 @@ class Anchored:
             self._ac.add_word(w, len(w))
         self._ac.make_automaton()
 
-    def starts(self, low: str) -> list[int]:
-        """Where a match may start, in order."""
+    def starts(self, low: str, words: Sequence[int] | None = None) -> list[int]:
+        """Where a match may start, in order; ``words``: the start offsets of the words of
+        ``low`` when the caller has them (then the words before an anchor are looked up)."""
         out: set[int] = set()
+        if words is not None:
+            for end, length in self._ac.iter(low):
+                k = bisect.bisect_right(words, end - length + 1) - 1
+                out.update(words[max(0, k - self.words_back) : k + 1])
+            return sorted(out)
         for end, length in self._ac.iter(low):
             pos = end - length + 1
             while pos > 0 and low[pos - 1].isalnum():  # the anchor's whole word
@@ -40,10 +47,10 @@ class Anchored:
                     break
         return sorted(out)
 
-    def finditer(self, low: str) -> Iterator[re.Match[str]]:
+    def finditer(self, low: str, words: Sequence[int] | None = None) -> Iterator[re.Match[str]]:
         """The matches ``self.pattern.finditer(low)`` gives (non-empty ones), in order."""
         done = 0
-        for pos in self.starts(low):
+        for pos in self.starts(low, words):
             if pos < done:
                 continue
             m = self.pattern.match(low, pos)

@@ -122,3 +122,36 @@ def test_missing_captions_is_named(tmp_path: Path, dask_client: Client) -> None:
     cfg = RunConfig.model_validate({"output": str(tmp_path / "empty")})
     with pytest.raises(VerifyError, match="run `cen caption CONFIG` first"):
         run_verify(cfg, dask_client)
+
+
+@pytest.mark.e2e
+def test_real_smollm2_answers_are_verified_and_sent_back(
+    tmp_path: Path, dask_client: Client
+) -> None:
+    """SmolLM2-135M behind a real llama.cpp server: its captions are checked, the failing ones
+    go back with their follow-ups for one round, and every caption ends with a status."""
+    from cenlib.captions import serve_smollm2
+    from cenlib.config import EndpointConfig
+
+    n = 4
+    with serve_smollm2(log_path=tmp_path / "server.log") as local:
+        ep = EndpointConfig(kind="smollm2", base_url=local.base_url, model=local.model)
+        caption = CaptionConfig(endpoints=(ep,), max_tokens=160, temperature=0.2)
+        out = tmp_path / "run"
+        ids = write_prompts(out, n)
+        _store(out, ids, label_maps(n))
+        cfg = RunConfig.model_validate(
+            {"output": str(out), "caption": caption.model_dump(), "verify": {"repair_rounds": 1}}
+        )
+        run_captions(caption, out, dask_client)
+        summary = run_verify(cfg, dask_client)
+    verdicts = list(read_verdicts(out))
+    assert len(verdicts) == n and summary.verified == n
+    assert {v.status for v in verdicts} <= {"pass", "repaired", "failed"}
+    assert summary.passed + summary.repaired + summary.failed == n
+    sent = n - summary.passed
+    if sent:  # a 135M model rarely gets every class and place right the first time
+        assert summary.rounds[0]["sent"] == sent
+        assert (out / "verify" / "repair-1" / "captions.jsonl").is_file()
+    first, final = summary.pass_rate_first, summary.pass_rate_final
+    print(f"\nsmollm2: {first:.0%} passed, {final:.0%} after repair")
