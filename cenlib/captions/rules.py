@@ -276,13 +276,16 @@ DOMINANT_PERCENT = 30  # the verify stage's dominance share, in percent (rounded
 
 def _least_share(name: str, regions: Mapping[str, Any]) -> int:
     """A lower bound of a class's share of the image, in percent: the least of its listed
-    shares over the four quadrants (a quadrant that does not list it counts 0). The image's
-    share is a mean of the quadrants' weighted by their land-cover pixels, so never below."""
+    shares (their bins' floors) over the four quadrants, a quadrant that does not list it
+    counting 0. The image's share is a mean of the quadrants' weighted by their land-cover
+    pixels, so never below."""
     quads = ("top left", "top right", "bottom left", "bottom right")
     floor = {"extra small": 0, "small": 10, "medium": 20, "large": 50, "extra large": 80}
 
-    def percent(it: Mapping[str, Any]) -> int:  # facts read back from English carry bins only
-        return int(it["percent"]) if "percent" in it else floor.get(_item_bin(it), 0)
+    def percent(it: Mapping[str, Any]) -> int:
+        # The bin's floor, not the percent: facts read back from English carry bins only, and
+        # both routes must write the same caption.
+        return floor.get(_item_bin(it), 0)
 
     return min(
         next((percent(it) for it in regions.get(q, ()) if it["class"] == name), 0) for q in quads

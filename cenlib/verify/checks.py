@@ -300,14 +300,15 @@ def _assign(
     tie the one after the mention ("water in the east"); the whole image wins only when
     strictly nearer than every named place."""
     out: list[list[Place] | None] = []
+    by_clause: dict[int, list[list[Place]]] = {}
+    for g in groups:
+        by_clause.setdefault(clause[g[0].start], []).append(g)
     for m in mentions:
         if _EXCEPT.search(low, max(0, m.start - 40), m.start):
             out.append(None)  # "apart from the lake, trees cover the top right": not placed
             continue
         best: tuple[float, int, int, list[Place]] | None = None
-        for g in groups:
-            if clause[g[0].start] != clause[m.start]:
-                continue
+        for g in by_clause.get(clause[m.start], ()):
             span = (g[0].start, g[-1].end)
             if span[0] >= m.end and _nearer_mention(m, span[0], mentions, low):
                 continue  # "snow, with some moss in the south-west": the moss is there
