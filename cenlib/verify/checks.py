@@ -160,6 +160,17 @@ _COMMA_AND = re.compile(r"[,;]\s*and\b")
 _PERCENT = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:%|percent\b|per\scent\b|pc\b)")
 _END_OK = re.compile("[.!?][\"'\u201d\u2019)\\]]*\\s*$")
 _WINDOW = 6  # words between an amount cue and the mention it is about
+# Function words of the languages an English prompt gets answers in by mistake (de, fr, es, it,
+# pt, nl), none of them an English word.
+_FOREIGN = frozenset(
+    (
+        "der", "die", "das", "und", "ist", "mit", "den", "dem", "ein", "eine", "einen", "im",
+        "von", "zu", "sich", "auf", "le", "la", "les", "et", "des", "du", "une", "est", "dans",
+        "sur", "avec", "el", "los", "las", "y", "del", "con", "una", "es", "en", "il", "di",
+        "che", "della", "sono", "nel", "het", "een", "van", "zijn", "ook", "niet", "não", "uma",
+        "com", "os", "em", "da", "pour", "par", "qui", "que", "se", "al", "lo", "ist",
+    )
+)  # fmt: skip
 _EN = frozenset(
     (
         "the", "of", "and", "a", "an", "is", "are", "in", "on", "with", "to", "by", "this", "that",
@@ -424,11 +435,13 @@ _IMAGE_SUBJECT = re.compile(r"\b(?:the|this)\s(?:image|scene|patch|picture)\s(?:
 _OF_THE = re.compile(r"\s*(?:of\s)?(?:the\s|its\s)?")
 
 
-def _scope(cue: re.Match[str], places: list[Place], low: str) -> list[Place] | None:
+def _scope(
+    cue: re.Match[str], places: list[Place], starts: list[int], low: str
+) -> list[Place] | None:
     """The place an amount cue names itself: "a large part of the top left quadrant", "the
     central area of the image is mostly forest", "the image is dominated by shrubs"."""
     s, e = cue.span()
-    k = bisect.bisect_left([p.start for p in places], s)
+    k = bisect.bisect_left(starts, s)
     if k and places[k - 1].end <= s and _SUBJECT.fullmatch(low, places[k - 1].end, s):
         return [places[k - 1]]
     if _IMAGE_SUBJECT.search(low, max(0, s - 32), s):
@@ -471,6 +484,7 @@ def _amounts(
     out: list[Violation] = []
     seen: set[tuple[str, int]] = set()
     cues: list[tuple[int, int]] = []
+    pstarts = [p.start for p in places]
     for kind, pattern, forward in _cue_scanners():
         for cue in pattern.finditer(low, _tokens(low).word_starts):
             if any(s < cue.end() and cue.start() < e for s, e in cues):
@@ -478,7 +492,7 @@ def _amounts(
             if re.match(r"\s(?:of\s)?(?:it|them)\b", low[cue.end() :]):
                 continue  # "the largest patch, holding a large part of it": of the class
             cues.append(cue.span())
-            named = _scope(cue, places, low)
+            named = _scope(cue, places, pstarts, low)
             if named and named[0].start >= cue.end():
                 # "fields take up the top left and most of the top right": the cue is about
                 # the class before it, in the place after it.
@@ -558,12 +572,18 @@ def _banned(text: str, low: str, rules: Rules) -> list[Violation]:
 
 
 def _english(words: list[str], low: str) -> tuple[bool, str]:
+    """Whether a caption is English: by its share of English function words; when that is
+    low, by those of the languages captions come back in instead, and only when neither is
+    clear by ``py3langid`` (a model: milliseconds a caption)."""
     if len(words) < 6:
         return True, "en"
     share = sum(w in _EN for w in words) / len(words)
     if share >= 0.15:
         return True, "en"
-    import py3langid  # only for the rare caption that looks foreign: it loads a model
+    foreign = sum(w in _FOREIGN for w in words) / len(words)
+    if foreign >= 0.15 and foreign > 2 * share:
+        return False, "not en"
+    import py3langid  # only for the rare caption that is neither: it loads a model
 
     lang, _ = py3langid.classify(low)
     return lang == "en", str(lang)

@@ -15,7 +15,8 @@ import ahocorasick
 class Anchored:
     """``pattern.finditer`` over normalised text, trying the pattern only at the start of an
     anchor's word and of the ``words_back`` words before it. Every match of ``pattern`` must
-    start at one of those places (each alternative holds an anchor within its first words)."""
+    start at one of those places: each alternative holds, within its first words, a word that
+    begins with an anchor."""
 
     def __init__(self, pattern: re.Pattern[str], anchors: Iterable[str], words_back: int) -> None:
         self.pattern = pattern
@@ -31,13 +32,16 @@ class Anchored:
         out: set[int] = set()
         if words is not None:
             for end, length in self._ac.iter(low):
-                k = bisect.bisect_right(words, end - length + 1) - 1
+                pos = end - length + 1
+                if pos and low[pos - 1].isalnum():
+                    continue  # inside a word ("least", "percent"): anchors start words
+                k = bisect.bisect_right(words, pos) - 1
                 out.update(words[max(0, k - self.words_back) : k + 1])
             return sorted(out)
         for end, length in self._ac.iter(low):
             pos = end - length + 1
-            while pos > 0 and low[pos - 1].isalnum():  # the anchor's whole word
-                pos -= 1
+            if pos and low[pos - 1].isalnum():
+                continue
             out.add(pos)
             for _ in range(self.words_back):
                 space = low.rfind(" ", 0, max(0, pos - 1))

@@ -155,3 +155,28 @@ def test_real_smollm2_answers_are_verified_and_sent_back(
         assert (out / "verify" / "repair-1" / "captions.jsonl").is_file()
     first, final = summary.pass_rate_first, summary.pass_rate_final
     print(f"\nsmollm2: {first:.0%} passed, {final:.0%} after repair")
+
+
+def test_repairs_are_paid_from_the_run_budget(tmp_path: Path, dask_client: Client) -> None:
+    """The budget covers captions and repairs together: with room for about half the repairs,
+    the rest are left for a later run and the run directory never spends past the limit."""
+    from cenlib.captions import read_responses
+
+    def responder(request: dict[str, Any]) -> str:
+        return WRONG if len(request["messages"]) <= 2 else _truthful(request)
+
+    with FakeOpenAI(responder=responder) as fake:
+        ep = endpoint(fake.base_url, price_in=1000.0, price_out=1000.0)
+        caption = CaptionConfig(endpoints=(ep,), max_tokens=200)
+        cfg = _run(tmp_path, caption, rounds=1)
+        run_captions(caption, cfg.output, dask_client)
+        spent = sum(r.cost or 0.0 for r in read_responses(cfg.output / "responses.jsonl"))
+        # One follow-up costs about the prompt, the wrong answer and the follow-up: ~1.5 times
+        # a caption's cost. Leave room for a third of them.
+        limit = spent * (1 + 0.5 * 1.5 / 3)
+        summary = run_verify(cfg, dask_client, max_cost=limit)
+    repaired = cfg.output / "verify" / "repair-1" / "responses.jsonl"
+    paid = spent + sum(r.cost or 0.0 for r in read_responses(repaired))
+    assert paid <= limit + 1e-9
+    assert summary.rounds[0]["skipped"] > 0 and summary.repaired < N - summary.passed
+    assert summary.repair_cost == pytest.approx(paid - spent, rel=1e-6)
