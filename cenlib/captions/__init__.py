@@ -38,7 +38,14 @@ from cenlib.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cenlib.captions.estimate import compute_estimate, print_estimate
-    from cenlib.captions.read import CAPTIONS, Caption, CaptionsReadError, read_captions
+    from cenlib.captions.read import (
+        CAPTIONS,
+        Caption,
+        CaptionsReadError,
+        caption_lines,
+        read_captions,
+        read_captions_at,
+    )
     from cenlib.captions.responses import Response, read_responses
     from cenlib.captions.smollm2 import Smollm2Unavailable, serve_smollm2
     from cenlib.captions.stage import CaptionError, CaptionSummary, run_captions
@@ -46,7 +53,15 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("compute_estimate", "print_estimate"), "cenlib.captions.estimate"),
     **dict.fromkeys(
-        ("CAPTIONS", "Caption", "CaptionsReadError", "read_captions"), "cenlib.captions.read"
+        (
+            "CAPTIONS",
+            "Caption",
+            "CaptionsReadError",
+            "caption_lines",
+            "read_captions",
+            "read_captions_at",
+        ),
+        "cenlib.captions.read",
     ),
     **dict.fromkeys(("Response", "read_responses"), "cenlib.captions.responses"),
     **dict.fromkeys(("Smollm2Unavailable", "serve_smollm2"), "cenlib.captions.smollm2"),
@@ -65,9 +80,11 @@ __all__ = [
     "CaptionsReadError",
     "Response",
     "Smollm2Unavailable",
+    "caption_lines",
     "compute_estimate",
     "print_estimate",
     "read_captions",
+    "read_captions_at",
     "read_responses",
     "run_captions",
     "serve_smollm2",

@@ -27,7 +27,14 @@ import pyarrow.parquet as pq
 from distributed import Client, span
 
 from cenlib.analysis import read_region_counts
-from cenlib.captions import CAPTIONS, Caption, read_captions, read_responses, run_captions
+from cenlib.captions import (
+    CAPTIONS,
+    Caption,
+    caption_lines,
+    read_captions_at,
+    read_responses,
+    run_captions,
+)
 from cenlib.config import CaptionConfig, RunConfig, VerifyConfig
 from cenlib.errors import CenError
 from cenlib.ingest import array, open_group, store_url
@@ -41,7 +48,7 @@ from cenlib.verify.repair import correction, write_repair_prompts
 REPORT = "verify_report.json"
 REPAIR_DIR = "verify"
 
-Row = tuple[int, str, str, str | None]  # store index, caption, style, finish_reason
+Row = tuple[int, int, str | None]  # store index, byte offset in captions.jsonl, finish_reason
 
 
 class VerifyError(CenError, RuntimeError):
@@ -97,10 +104,11 @@ def rules_for(style: str, cfg: VerifyConfig) -> Rules:
 
 
 def verify_batch(
-    url: str, rows: Sequence[Row], rules: dict[str, Rules]
+    url: str, captions: str, rows: Sequence[Row], rules: dict[str, Rules]
 ) -> list[list[Violation]]:  # fmt: skip
-    """The violations of each caption of ``rows`` (a Dask task): reads the region counts of its
-    patches from the store at ``url`` (one slice over the rows' span)."""
+    """The violations of each caption of ``rows`` (a Dask task): reads its captions from the
+    file ``captions`` at their offsets and the region counts of their patches from the store at
+    ``url`` (one slice over the rows' span)."""
     idx = np.array([r[0] for r in rows], dtype=np.int64)
     lo, hi = int(idx.min()), int(idx.max()) + 1
     g = open_group(url)
@@ -108,20 +116,22 @@ def verify_batch(
         counts = read_region_counts(g, lo, hi)[idx - lo]
     else:  # scattered patches: read them one by one rather than the whole span
         counts = np.stack([read_region_counts(g, int(i), int(i) + 1)[0] for i in idx])
+    caps = read_captions_at(captions, [r[1] for r in rows])
     return [
-        check(text, counts[k], rules[style], finish)
-        for k, (_, text, style, finish) in enumerate(rows)
+        check(c.caption, counts[k], rules[c.style], finish)
+        for k, (c, (_, _, finish)) in enumerate(zip(caps, rows, strict=True))
     ]
 
 
 def _verify(
-    client: Client, url: str, rows: list[Row], rules: dict[str, Rules], batch: int, tag: str
+    client: Client, url: str, captions: Path, rows: list[Row], rules: dict[str, Rules], batch: int
 ) -> list[list[Violation]]:
-    """Violations of every row, from one Dask task per ``batch`` rows (deterministic keys)."""
-    token = stable_hash(tag, [r[0] for r in rows], [r[1] for r in rows], sorted(rules))[:8]
+    """Violations of every row, from one Dask task per ``batch`` rows. Keys hash the captions
+    file's content, the rows and the rules: the same inputs give the same keys."""
+    token = stable_hash(file_digest(captions), rows, sorted(rules))[:8]
     parts = [rows[s : s + batch] for s in range(0, len(rows), batch)]
     futures = [
-        client.submit(verify_batch, url, part, rules, key=f"verify-{i:05d}-{token}")
+        client.submit(verify_batch, url, str(captions), part, rules, key=f"verify-{i:05d}-{token}")
         for i, part in enumerate(parts)
     ]
     out: list[list[Violation]] = []
@@ -140,6 +150,7 @@ def _finish_reasons(out: Path) -> dict[str, str | None]:
 @dataclass
 class _State:
     caption: Caption
+    offset: int  # of its line in captions.jsonl
     index: int | None  # store row of the patch
     first: list[Violation]
     last: list[Violation]
@@ -175,21 +186,19 @@ def run_verify(
         raise VerifyError(f"cannot read the store at {url} ({e}); run `cen ingest CONFIG`") from e
     where = {pid: i for i, pid in enumerate(ids)}
     finish = _finish_reasons(out)
-    caps = list(read_captions(out))
-    rules = {c.style: rules_for(c.style, cfg.verify) for c in caps}
-    states = [
-        _State(c, where.get(c.patch_id), [], [], c.caption, c.key) for c in caps
-    ]  # fmt: skip
+    lines = list(caption_lines(out))
+    rules = {c.style: rules_for(c.style, cfg.verify) for _, c in lines}
+    states = [_State(c, off, where.get(c.patch_id), [], [], c.caption, c.key) for off, c in lines]
     no_stats = _no_statistics(states)
     known = [s for s in states if s.index is not None]
     with span("verify"):
         found = _verify(
             client,
             url,
-            [(s.index or 0, s.text, s.caption.style, finish.get(s.key)) for s in known],
+            out / CAPTIONS,
+            [(s.index or 0, s.offset, finish.get(s.key)) for s in known],
             rules,
             cfg.verify.batch_size,
-            file_digest(out / CAPTIONS),
         )
         for s, v in zip(known, found, strict=True):
             s.first = s.last = v
@@ -257,28 +266,17 @@ def _repair(
         others = _spent(out) + sum(_spent(out / REPAIR_DIR / f"repair-{k}") for k in range(1, r))
         budget = None if limit is None else max(0.0, limit - others)
         cap = run_captions(pool, rdir, client, max_cost=budget)
-        got = {c.patch_id: c for c in read_captions(rdir)}
+        got = {c.patch_id: (off, c) for off, c in caption_lines(rdir)}
         finish = _finish_reasons(rdir)
         todo = [s for s in failing if s.caption.patch_id in got]
-        found = _verify(
-            client,
-            url,
-            [
-                (
-                    s.index or 0,
-                    got[s.caption.patch_id].caption,
-                    s.caption.style,
-                    finish.get(got[s.caption.patch_id].key),
-                )
-                for s in todo
-            ],
-            rules,
-            cfg.verify.batch_size,
-            f"repair-{r}-{file_digest(rdir / CAPTIONS)}",
-        )
+        rows = [
+            (s.index or 0, got[s.caption.patch_id][0], finish.get(got[s.caption.patch_id][1].key))
+            for s in todo
+        ]
+        found = _verify(client, url, rdir / CAPTIONS, rows, rules, cfg.verify.batch_size)
         passed = 0
         for s, v in zip(todo, found, strict=True):
-            c = got[s.caption.patch_id]
+            c = got[s.caption.patch_id][1]
             s.text, s.key, s.last, s.round = c.caption, c.key, v, r
             passed += not v
         rounds.append(
