@@ -145,9 +145,9 @@ _CUE_WORDS = {
         "vast", "very", "extra", "extremely", "huge", "dominant", "overwhelming", "predominant",
         "lion",
     ),
-    "dominant_b": (
-        "dominat", "predominat", "prevail", "cover", "occup", "take", "make", "account", "fill",
-        "blanket", "dominant", "predominant", "prevalent",
+    "dominant_b": (  # "covers most": anchored on what is covered, rarer than "cover"
+        "dominat", "predominat", "prevail", "dominant", "predominant", "prevalent", "most",
+        "majority", "bulk", "nearly all", "almost all",
     ),
     "small": (
         "small", "tiny", "little", "minor", "slight", "thin", "narrow", "few", "sliver", "touch",
@@ -526,7 +526,7 @@ def _amounts(
 def _cue_scanners() -> tuple[tuple[str, Anchored, bool], ...]:
     return (
         # first: "covers the majority of" is about what precedes it
-        ("dominant", Anchored(_DOM_B, _CUE_WORDS["dominant_b"], 2), False),
+        ("dominant", Anchored(_DOM_B, _CUE_WORDS["dominant_b"], 3), False),
         ("dominant", Anchored(_DOM_F, _CUE_WORDS["dominant_f"], 1), True),
         ("small", Anchored(_SMALL, _CUE_WORDS["small"], 1), True),
     )

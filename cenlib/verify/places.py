@@ -93,8 +93,9 @@ _ANCHORS = (
     "cent", "middle", "midst", "heart", "edge", "border", "margin", "periph", "perimeter",
     "outskirts", "whole", "entire", "throughout", "everywhere", "overall", "all over", "image",
     "scene", "patch", "rim", "fringe", "boundar", "further", "farther", "more", "slightly",
+    "away",
 )  # fmt: skip
-_WORDS_BACK = 3  # "away from the" before an anchor word
+_WORDS_BACK = 2  # "towards the" before an anchor word ("away" is one itself)
 
 
 @functools.cache
