@@ -7,7 +7,17 @@ import configparser
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("plan", "search", "ingest", "analysis", "prompts", "captions", "verify", "review")
+STAGES = (
+    "plan",
+    "search",
+    "ingest",
+    "analysis",
+    "prompts",
+    "captions",
+    "verify",
+    "review",
+    "export",
+)
 
 
 def _contracts() -> configparser.ConfigParser:
