@@ -168,9 +168,9 @@ def run(
     until: Annotated[
         str,
         typer.Option(
-            help="stop after this stage: plan | ingest | analyze | prompt | caption | verify"
+            help="stop after this stage: plan|ingest|analyze|prompt|caption|verify|export"
         ),
-    ] = "verify",
+    ] = "export",
 ) -> None:
     """Run the dataset job: every stage in order (up to --until), on a Dask cluster."""
     _run(config, until)
@@ -305,6 +305,16 @@ def verify(
     except PreviewError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
+
+
+@app.command("export")
+def export(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+    """Export the verified (and reviewed) captions in ChatEarthNet's layout, split by place.
+
+    Writes <output>/export/chatearthnet/: PNGs per patch (RGB, false colour, land-cover map)
+    and caption files per model and split (train / validation / test, spatially disjoint).
+    """
+    _run(config, ("export",))
 
 
 @app.command("review")

@@ -358,6 +358,44 @@ class VerifyConfig(_Record):
     max_words: int | None = Field(None, ge=1, description="override the style's upper bound")
 
 
+class ExportConfig(_Record):
+    """The export stage: which captions go in, the splits, and how images become 8 bits."""
+
+    include: tuple[Literal["pass", "repaired", "failed", "rejected"], ...] = Field(
+        ("pass", "repaired"),
+        description="verification statuses that go in without a review decision (accepted and "
+        "edited ones always do; add 'failed' or 'rejected' to keep those too)",
+    )
+    ratios: tuple[float, float, float] = Field(
+        (0.6, 0.1, 0.3), description="train, validation, test shares (sum 1)"
+    )
+    seed: int = Field(0, ge=0, description="seeds the order blocks are dealt to the splits")
+    block_zoom: int = Field(
+        13,
+        ge=0,
+        le=13,
+        description="ChatEarthNet grid: patches of one tile at this zoom share a split",
+    )
+    utm_block: int = Field(1, ge=1, description="UTM grid: blocks of this many patches a side")
+    stratify: bool = Field(False, description="deal blocks per dominant class")
+    percentiles: tuple[float, float] = Field(
+        (2.0, 98.0), description="reflectance percentiles mapped to 0 and 255, per band"
+    )
+    stretch_sample: int = Field(
+        64, ge=1, description="patches the percentiles are measured on (spread over the store)"
+    )
+    batch: int = Field(64, ge=1, description="patches per Dask task")
+
+    @model_validator(mode="after")
+    def _valid(self) -> ExportConfig:
+        if abs(sum(self.ratios) - 1) > 1e-6 or min(self.ratios) < 0:
+            raise ValueError(f"ratios {list(self.ratios)} must be >= 0 and sum to 1")
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"percentiles {[lo, hi]} must satisfy 0 <= low < high <= 100")
+        return self
+
+
 class ClusterConfig(_Record):
     """Where the job runs: a LocalCluster of worker processes, or an existing scheduler."""
 
@@ -392,6 +430,7 @@ class RunConfig(_Record):
     prompt: PromptConfig = PromptConfig()
     caption: CaptionConfig = CaptionConfig()
     verify: VerifyConfig = VerifyConfig()
+    export: ExportConfig = ExportConfig()
     cluster: ClusterConfig = ClusterConfig()
 
     @field_validator("aoi")

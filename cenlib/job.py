@@ -41,7 +41,7 @@ from cenlib.stac.server import serve_world
 from cenlib.summary import Summary
 from cenlib.world.build import count_steps, ensure_world, is_current, read_manifest
 
-STAGES = ("plan", "ingest", "analyze", "prompt", "caption", "verify")
+STAGES = ("plan", "ingest", "analyze", "prompt", "caption", "verify", "export")
 
 
 class JobError(CenError, RuntimeError):
@@ -261,6 +261,14 @@ def run_job(
             summary["caption"] = _caption(cfg, pool, client, console, max_cost)
         if "verify" in stages:
             summary["verify"] = _verify(cfg, pool, client, console, max_cost)
+        if "export" in stages:
+            from cenlib.export import ExportError, run_export
+
+            with console.status("export: ChatEarthNet layout"):
+                try:
+                    summary["export"] = run_export(cfg, client)
+                except ExportError as e:
+                    raise JobError(str(e)) from e
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_text_atomic(out / "summary.json", json.dumps(as_json(summary), indent=1) + "\n")
     print_summary(out, summary, console)
@@ -299,7 +307,7 @@ def _first_caption(path: Path) -> tuple[str, str] | None:
 
 
 def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
-    for name in ("plan", "search", "ingest", "analyze", "prompt", "caption", "verify"):
+    for name in ("plan", "search", "ingest", "analyze", "prompt", "caption", "verify", "export"):
         if isinstance(summary.get(name), Summary):
             console.print(summary[name].line(), highlight=False)
     ingest = summary.get("ingest")

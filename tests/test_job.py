@@ -181,5 +181,5 @@ def test_run_until_prompt_then_caption_those_prompts_in_another_run(
     caps = [json.loads(ln) for ln in (second / "captions.jsonl").read_text().splitlines()]
     assert len(caps) == len(prompts.splitlines()) > 0
     assert not (second / "plan.parquet").exists()  # nothing but the caption stage ran there
-    proc, _ = _run(tmp_path, demo_world, "run", "--until", "export", name="bad")
-    assert proc.returncode == 2 and "--until 'export' is not a stage" in proc.stderr
+    proc, _ = _run(tmp_path, demo_world, "run", "--until", "report", name="bad")
+    assert proc.returncode == 2 and "--until 'report' is not a stage" in proc.stderr

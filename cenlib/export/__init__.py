@@ -1,8 +1,11 @@
 """Stage *export* (in progress): the dataset in the formats trainers read.
 
-So far: :func:`assign_splits`, train / validation / test splits that are spatially disjoint
-(every patch of a block in one split) and reproducible from the seed, optionally stratified;
-:func:`block_of`. The entry ``run_export`` and the formats are the next steps (issue 12).
+Entry: :func:`run_export` ``(cfg, client)`` -> :class:`ExportSummary`: so far ChatEarthNet's
+layout (8-bit PNGs per patch, caption files per model and split) under
+``<output>/export/chatearthnet/`` (:data:`LAYOUT`). :func:`assign_splits`: train / validation /
+test splits that are spatially disjoint (every patch of a block in one split), reproducible
+from the seed, optionally stratified. The other formats, the dataset card and the report are
+the next steps (issue 12).
 """
 
 from cenlib.export.splits import (
@@ -12,5 +15,16 @@ from cenlib.export.splits import (
     assign_splits,
     block_of,
 )
+from cenlib.export.stage import LAYOUT, ExportError, ExportSummary, run_export
 
-__all__ = ["DEFAULT_RATIOS", "SPLITS", "SplitError", "assign_splits", "block_of"]
+__all__ = [
+    "DEFAULT_RATIOS",
+    "LAYOUT",
+    "SPLITS",
+    "ExportError",
+    "ExportSummary",
+    "SplitError",
+    "assign_splits",
+    "block_of",
+    "run_export",
+]

@@ -1,0 +1,122 @@
+"""The export stage on a real run (the demo world's Dolomites patches ingested, analysed,
+prompted, captioned by the rules captioner and verified on the session's cluster): ChatEarthNet's
+layout read back, review decisions honoured, splits disjoint by tile."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client
+from PIL import Image
+
+from cenlib.analysis import analyze_store
+from cenlib.captions import read_captions, run_captions
+from cenlib.config import RunConfig, parse_config
+from cenlib.export import LAYOUT, ExportError, block_of, run_export
+from cenlib.grid import Grid, grid_for
+from cenlib.ingest import array, open_group
+from cenlib.ingest.stage import ingest_patches
+from cenlib.prompts import run_prompts
+from cenlib.review.db import record
+from cenlib.stac.search import SearchRequest, search
+from cenlib.verify import read_verdicts, run_verify
+
+AREA = (11.97, 46.56, 12.03, 46.61)
+
+
+@pytest.fixture(scope="module")
+def base(
+    tmp_path_factory: pytest.TempPathFactory, world_apis: dict[str, str], dask_client: Client
+) -> Path:
+    out = tmp_path_factory.mktemp("export") / "base"
+    cfg = parse_config({"output": str(out), "ingest": {"shard_patches": 4}})
+    s2 = search(
+        SearchRequest(world_apis["earth-search"], "sentinel-2-l2a", AREA, cfg.time.interval)
+    ).items
+    wc = search(SearchRequest(world_apis["planetary-computer"], "esa-worldcover", AREA)).items
+    keys = list(Grid().covering(AREA))
+    s = ingest_patches(
+        cfg, keys, [i.to_dict() for i in s2], [i.to_dict() for i in wc], world_apis, dask_client
+    )
+    analyze_store(s["store"], dask_client, out)
+    run_prompts(cfg, dask_client)
+    run_captions(cfg.caption, out, dask_client)
+    run_verify(cfg, dask_client)
+    return out
+
+
+def _cfg(base: Path, tmp_path: Path, **export: object) -> RunConfig:
+    out = tmp_path / "run"
+    shutil.copytree(base, out)
+    return parse_config({"output": str(out), "export": export})
+
+
+def test_chatearthnet_layout_round_trip(base: Path, tmp_path: Path, dask_client: Client) -> None:
+    cfg = _cfg(base, tmp_path)
+    summary = run_export(cfg, dask_client)
+    root = cfg.output / LAYOUT
+    verdicts = {v.patch_id: v for v in read_verdicts(cfg.output)}
+    model = next(iter(read_captions(cfg.output))).model
+    assert summary.exported == len(verdicts) >= 8  # the rules captions all pass
+    seen: dict[str, tuple[str, str]] = {}
+    for f in sorted((root / "captions").glob("*.json")):
+        name, split = f.stem.rsplit("_", 1)
+        assert name == model.replace("@", "-") and split in ("train", "validation", "test")
+        for rec in json.loads(f.read_text()):
+            pid = Path(rec["image"]).stem
+            assert (root / rec["image"]).is_file()
+            seen[pid] = (split, rec["caption"])
+    assert {p: c for p, (_, c) in seen.items()} == {p: v.caption for p, v in verdicts.items()}
+    assert summary.splits == {s: sum(x == s for x, _ in seen.values()) for s in summary.splits}
+    # Pixels: the label PNG is the store's map; the RGB PNG is the stretched reflectance.
+    g = open_group(str(cfg.output / "dataset.zarr"))
+    ids = [str(x) for x in np.asarray(array(g, "patch_id")[:])]
+    bands = [str(b) for b in np.asarray(array(g, "band")[:])]
+    stretch = json.loads((root / "stretch.json").read_text())
+    for pid in sorted(seen)[:3]:
+        i = ids.index(pid)
+        lab = np.asarray(Image.open(root / "images" / "label" / f"{pid}.png"))
+        assert np.array_equal(lab, np.asarray(array(g, "land_cover")[i]))
+        rgb = np.asarray(Image.open(root / "images" / "rgb" / f"{pid}.png"))
+        red = np.asarray(array(g, "reflectance")[i])[bands.index("red")].astype(float)
+        lo, hi = stretch["red"]
+        want = np.rint(np.clip((red - lo) * 255 / (hi - lo), 0, 255))
+        assert np.abs(rgb[..., 0].astype(float) - want).max() <= 1
+    # Spatially disjoint: the four patches of a zoom-13 tile share a split.
+    grid = grid_for(cfg.grid)
+    split = json.loads((root / "splits.json").read_text())
+    tiles: dict[object, set[str]] = {}
+    for pid, s in split.items():
+        tiles.setdefault(block_of(grid.key(pid)), set()).add(s)
+    assert all(len(s) == 1 for s in tiles.values())
+
+
+def test_review_decisions_win(base: Path, tmp_path: Path, dask_client: Client) -> None:
+    cfg = _cfg(base, tmp_path)
+    verdicts = list(read_verdicts(cfg.output))
+    a, b, c = verdicts[:3]
+    record(cfg.output, a.patch_id, a.key, "reject", "tester")
+    record(cfg.output, b.patch_id, b.key, "edit", "tester", text="Edited by hand.")
+    record(cfg.output, c.patch_id, "0" * 64, "reject", "tester")  # stale: another caption's key
+    summary = run_export(cfg, dask_client)
+    captions = {}
+    for f in (cfg.output / LAYOUT / "captions").glob("*.json"):
+        captions |= {Path(r["image"]).stem: r["caption"] for r in json.loads(f.read_text())}
+    assert a.patch_id not in captions and summary.excluded == {"rejected in review": 1}
+    assert captions[b.patch_id] == "Edited by hand."
+    assert captions[c.patch_id] == c.caption
+    assert summary.exported == len(verdicts) - 1
+
+
+def test_a_store_without_rgb_is_named(base: Path, tmp_path: Path, dask_client: Client) -> None:
+    cfg = _cfg(base, tmp_path)
+    g = open_group(str(cfg.output / "dataset.zarr"), mode="r+")
+    names = np.asarray(g["band"][:]).astype(object)
+    names[names == "red"] = "rededge1"
+    g["band"][:] = names
+    with pytest.raises(ExportError, match="not red, green and blue"):
+        run_export(cfg, dask_client)
