@@ -45,6 +45,60 @@ from cenlib.summary import Summary
 from cenlib.verify import read_verdicts
 
 LAYOUT = Path("export") / "chatearthnet"
+PROMPT = (
+    "<image>\nDescribe this satellite image: its land cover, where each kind lies, and how much."
+)
+
+
+def tables(items: Sequence[_Item], g: Any, grid: Any) -> dict[str, bytes]:
+    """``dataset.parquet`` (one row per patch with its provenance) and ``llava_<split>.json``
+    (the conversations LLaVA- and GeoChat-style fine-tuning reads), as file name -> bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    order = sorted(items, key=lambda i: i.patch_id)
+    rows = [i.index for i in order]
+    col = {n: np.asarray(array(g, n)[:]) for n in ("datetime", "s2_items", "wc_items")}
+    table = pa.table(
+        {
+            "patch_id": [i.patch_id for i in order],
+            "split": [i.split for i in order],
+            "image": [f"images/rgb/{i.patch_id}.png" for i in order],
+            "label_image": [f"images/label/{i.patch_id}.png" for i in order],
+            "caption": [i.caption for i in order],
+            "model": [i.model for i in order],
+            "style": [i.style for i in order],
+            "request_key": [i.key for i in order],
+            "verification": [i.status for i in order],
+            "repair_round": pa.array([i.round for i in order], pa.int32()),
+            "review": [i.decision for i in order],
+            "datetime": [str(np.datetime_as_string(col["datetime"][r], unit="s")) for r in rows],
+            "sentinel2_item": [str(col["s2_items"][r]) for r in rows],
+            "worldcover_item": [str(col["wc_items"][r]) for r in rows],
+            "grid": [grid.kind for _ in order],
+            "footprint_wkt": [grid.key(i.patch_id).lonlat_polygon().wkt for i in order],
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    out = {"dataset.parquet": sink.getvalue().to_pybytes()}
+    for name in SPLITS:
+        convs = [
+            {
+                "id": i.patch_id,
+                "image": f"images/rgb/{i.patch_id}.png",
+                "conversations": [
+                    {"from": "human", "value": PROMPT},
+                    {"from": "gpt", "value": i.caption},
+                ],
+            }
+            for i in order
+            if i.split == name
+        ]
+        out[f"llava_{name}.json"] = (
+            json.dumps(convs, indent=1, ensure_ascii=False) + "\n"
+        ).encode()
+    return out
 
 
 class ExportError(CenError, RuntimeError):
@@ -80,6 +134,11 @@ class _Item:
     caption: str
     model: str
     split: str
+    style: str = ""
+    key: str = ""
+    status: str = ""  # verification: pass, repaired, failed
+    decision: str | None = None  # review: accept, edit, reject, or None
+    round: int = 0  # repair round of the caption
 
 
 def _slug(text: str) -> str:
@@ -117,25 +176,29 @@ def export_batch(
     return files, size
 
 
-def _select(cfg: RunConfig) -> tuple[list[tuple[str, str, str]], Counter[str]]:
-    """(patch id, caption, model) of what goes in, and the reasons the rest stays out."""
+Chosen = tuple[str, str, str, dict[str, Any]]  # patch id, caption, model, provenance
+
+
+def _select(cfg: RunConfig) -> tuple[list[Chosen], Counter[str]]:
+    """What goes in, and the reasons the rest stays out."""
     out = cfg.output
     decisions = read_decisions(out)
     models = {c.patch_id: c.model for c in read_captions(out)}
-    keep: list[tuple[str, str, str]] = []
+    keep: list[Chosen] = []
     left: Counter[str] = Counter()
     include = set(cfg.export.include)
     for v in read_verdicts(out):
         d = decisions.get(v.patch_id)
         model = models.get(v.patch_id, "unknown")
+        prov = {"style": v.style, "key": v.key, "status": v.status, "round": v.round}
         if d is not None and d.key == v.key:
             if d.decision == "reject" and "rejected" not in include:
                 left["rejected in review"] += 1
                 continue
             text = d.text if d.decision == "edit" and d.text else v.caption
-            keep.append((v.patch_id, text, model))
+            keep.append((v.patch_id, text, model, {**prov, "decision": d.decision}))
         elif v.status in include:
-            keep.append((v.patch_id, v.caption, model))
+            keep.append((v.patch_id, v.caption, model, prov))
         else:
             left[f"{v.status} verification"] += 1
     return keep, left
@@ -150,18 +213,18 @@ def run_export(cfg: RunConfig, client: Client) -> ExportSummary:
     g = open_group(url)
     ids = [str(x) for x in np.asarray(array(g, "patch_id")[:])]
     where = {pid: i for i, pid in enumerate(ids)}
-    missing = [pid for pid, _, _ in keep if pid not in where]
+    missing = [pid for pid, *_ in keep if pid not in where]
     if missing:
         raise ExportError(
             f"patches {missing[:5]} have captions but are not in the store {url}; "
             "run `cen ingest CONFIG` again or remove their captions"
         )
     grid = grid_for(cfg.grid)
-    keys = [grid.key(pid) for pid, _, _ in keep]
+    keys = [grid.key(pid) for pid, *_ in keep]
     strata = None
     if cfg.export.stratify and keep:
         rc = np.asarray(array(g, "region_counts")[:])  # (n, regions, classes); region 0: whole
-        strata = {pid: int(np.argmax(rc[where[pid], 0, 1:])) + 1 for pid, _, _ in keep}
+        strata = {pid: int(np.argmax(rc[where[pid], 0, 1:])) + 1 for pid, *_ in keep}
     split = assign_splits(
         keys,
         cfg.export.ratios,
@@ -170,7 +233,9 @@ def run_export(cfg: RunConfig, client: Client) -> ExportSummary:
         utm_block=cfg.export.utm_block,
         strata=strata,
     )
-    items = [_Item(pid, where[pid], text, model, split[pid]) for pid, text, model in keep]
+    items = [
+        _Item(pid, where[pid], text, model, split[pid], **prov) for pid, text, model, prov in keep
+    ]
     bands = [str(b) for b in np.asarray(array(g, "band")[:])]
     status = np.asarray(array(g, "status")[:])
     ok = np.flatnonzero(status == "ok")
@@ -212,6 +277,10 @@ def run_export(cfg: RunConfig, client: Client) -> ExportSummary:
     for (model, name), recs in sorted(by.items()):
         data = (json.dumps(recs, indent=1, ensure_ascii=False) + "\n").encode()
         write_atomic(root / "captions" / f"{model}_{name}.json", data)
+        files += 1
+        size += len(data)
+    for name, data in tables(items, g, grid).items():
+        write_atomic(root / name, data)
         files += 1
         size += len(data)
     for name, obj in (("splits.json", split), ("stretch.json", stretch)):

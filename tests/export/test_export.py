@@ -120,3 +120,40 @@ def test_a_store_without_rgb_is_named(base: Path, tmp_path: Path, dask_client: C
     g["band"][:] = names
     with pytest.raises(ExportError, match="not red, green and blue"):
         run_export(cfg, dask_client)
+
+
+def test_parquet_and_llava_read_back(base: Path, tmp_path: Path, dask_client: Client) -> None:
+    import pandas as pd
+
+    cfg = _cfg(base, tmp_path)
+    record(cfg.output, *_first_key(cfg.output), "accept", "tester")
+    run_export(cfg, dask_client)
+    root = cfg.output / LAYOUT
+    verdicts = {v.patch_id: v for v in read_verdicts(cfg.output)}
+    df = pd.read_parquet(root / "dataset.parquet")
+    assert sorted(df["patch_id"]) == sorted(verdicts)
+    for row in df.itertuples():
+        v = verdicts[row.patch_id]
+        assert row.caption == v.caption and row.request_key == v.key
+        assert row.verification == v.status and row.style == v.style
+        assert (
+            row.sentinel2_item and row.worldcover_item and row.footprint_wkt.startswith("POLYGON")
+        )
+        assert (root / row.image).is_file() and (root / row.label_image).is_file()
+    assert df["review"].notna().sum() == 1
+    split = json.loads((root / "splits.json").read_text())
+    assert dict(zip(df["patch_id"], df["split"], strict=True)) == split
+    convs = []
+    for name in ("train", "validation", "test"):
+        for c in json.loads((root / f"llava_{name}.json").read_text()):
+            assert split[c["id"]] == name
+            human, gpt = c["conversations"]
+            assert human["from"] == "human" and human["value"].startswith("<image>\n")
+            assert gpt == {"from": "gpt", "value": verdicts[c["id"]].caption}
+            convs.append(c["id"])
+    assert sorted(convs) == sorted(verdicts)
+
+
+def _first_key(run: Path) -> tuple[str, str]:
+    v = next(iter(read_verdicts(run)))
+    return v.patch_id, v.key
