@@ -34,7 +34,7 @@ from cenlib.analysis import region_counts  # noqa: E402
 from cenlib.captions.rules import answer  # noqa: E402
 from cenlib.prompts import preview_labels  # noqa: E402
 from cenlib.verify import LEXICON, check, find_mentions  # noqa: E402
-from cenlib.verify.lexicon import _variants, normalise  # noqa: E402
+from cenlib.verify.lexicon import _variants  # noqa: E402
 
 N = 20_000
 
@@ -138,7 +138,6 @@ def main() -> None:
         {m.cls for m in find_mentions(t)} == naive_mentions(t, patterns) for t in sample[:500]
     )
     print(f"\nsame classes found as the naive route: {same} of 500 captions")
-    _ = normalise  # the same normalisation serves both in the kernel
     data = ROOT / "tests" / "verify" / "data"
     maps = load_maps()
     for name in ("eval.jsonl", "heldout.jsonl"):

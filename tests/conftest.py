@@ -75,3 +75,37 @@ def dask_client() -> Iterator[Client]:
         Client(c) as client,
     ):
         yield client
+
+
+DOLOMITES = (11.97, 46.56, 12.03, 46.61)
+
+
+@pytest.fixture(scope="session")
+def dolomites_run(
+    tmp_path_factory: pytest.TempPathFactory, world_apis: dict[str, str], dask_client: Client
+) -> Path:
+    """A run directory with the demo world's Dolomites patches ingested and analysed, built once
+    per session for the stages after analyze; tests copy it (`shutil.copytree`) before writing."""
+    from cenlib.analysis import analyze_store
+    from cenlib.config import parse_config
+    from cenlib.grid import Grid
+    from cenlib.ingest.stage import ingest_patches
+    from cenlib.stac.search import SearchRequest, search
+
+    out = tmp_path_factory.mktemp("dolomites") / "run"
+    cfg = parse_config({"output": str(out), "ingest": {"shard_patches": 4}})
+    s2 = search(
+        SearchRequest(world_apis["earth-search"], "sentinel-2-l2a", DOLOMITES, cfg.time.interval)
+    ).items
+    wc = search(SearchRequest(world_apis["planetary-computer"], "esa-worldcover", DOLOMITES)).items
+    s = ingest_patches(
+        cfg,
+        list(Grid().covering(DOLOMITES)),
+        [i.to_dict() for i in s2],
+        [i.to_dict() for i in wc],
+        world_apis,
+        dask_client,
+    )
+    a = analyze_store(s["store"], dask_client, out)
+    assert a["ok"] == s["ok"] > 0
+    return out

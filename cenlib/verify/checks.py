@@ -205,10 +205,6 @@ def _between(low: str, lo: int, hi: int) -> list[str]:
     return _tokens(low).between(lo, hi)
 
 
-def _words(text: str) -> int:
-    return len(WORD.findall(text)) - text.count(",")
-
-
 def _violation(
     kind: str, cls: int | None, text: str, span: tuple[int, int], reason: str, **extra: str
 ) -> Violation:

@@ -11,7 +11,7 @@ same failing caption in the same round is the same request: a resumed run pays n
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +129,3 @@ def write_repair_prompts(
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / PROMPTS, lines)
     return len(lines)
-
-
-def answered(captions: Iterable[Any]) -> dict[str, Any]:
-    """Patch id -> caption record of a round's answers."""
-    return {c.patch_id: c for c in captions}

@@ -103,19 +103,23 @@ def rules_for(style: str, cfg: VerifyConfig) -> Rules:
     )
 
 
+def _region_counts(g: Any, rows: Sequence[int]) -> np.ndarray[Any, np.dtype[np.int32]]:
+    """``(len(rows), regions, classes)`` counts of store rows: one slice over their span, or row
+    by row when they are scattered over much more than their number."""
+    idx = np.asarray(rows, dtype=np.int64)
+    lo, hi = int(idx.min()), int(idx.max()) + 1
+    if hi - lo <= 4 * len(idx) + 256:
+        return read_region_counts(g, lo, hi)[idx - lo]
+    return np.stack([read_region_counts(g, int(i), int(i) + 1)[0] for i in idx])
+
+
 def verify_batch(
     url: str, captions: str, rows: Sequence[Row], rules: dict[str, Rules]
 ) -> list[list[Violation]]:  # fmt: skip
     """The violations of each caption of ``rows`` (a Dask task): reads its captions from the
     file ``captions`` at their offsets and the region counts of their patches from the store at
     ``url`` (one slice over the rows' span)."""
-    idx = np.array([r[0] for r in rows], dtype=np.int64)
-    lo, hi = int(idx.min()), int(idx.max()) + 1
-    g = open_group(url)
-    if hi - lo <= 4 * len(rows) + 256:
-        counts = read_region_counts(g, lo, hi)[idx - lo]
-    else:  # scattered patches: read them one by one rather than the whole span
-        counts = np.stack([read_region_counts(g, int(i), int(i) + 1)[0] for i in idx])
+    counts = _region_counts(open_group(url), [r[0] for r in rows])
     caps = read_captions_at(captions, [r[1] for r in rows])
     return [
         check(c.caption, counts[k], rules[c.style], finish)
@@ -254,7 +258,7 @@ def _repair(
             break
         if on_round is not None:
             on_round(r, len(failing))
-        counts = _counts(url, [s.index or 0 for s in failing])
+        counts = _region_counts(open_group(url), [s.index or 0 for s in failing])
         asks = {
             s.caption.patch_id: (s.text, correction(s.last, counts[k], rules[s.caption.style]))
             for k, s in enumerate(failing)
@@ -292,11 +296,6 @@ def _repair(
             }
         )
     return rounds
-
-
-def _counts(url: str, idx: Sequence[int]) -> list[np.ndarray[Any, np.dtype[np.int32]]]:
-    g = open_group(url)
-    return [read_region_counts(g, i, i + 1)[0] for i in idx]
 
 
 def _status(s: _State) -> str:

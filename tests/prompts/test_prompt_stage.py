@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,10 @@ import pandas as pd
 import pytest
 from distributed import Client
 
-from cenlib.analysis import analyze_store, region_counts
+from cenlib.analysis import region_counts
 from cenlib.config import ConfigError, RunConfig, parse_config
-from cenlib.grid import Grid
-from cenlib.ingest.stage import ingest_patches
 from cenlib.ingest.store import open_group
 from cenlib.prompts import PROMPTS, PatchContext, get_style, read_prompts, run_prompts
-from cenlib.stac.search import SearchRequest, search
 
 DOLOMITES = (11.97, 46.56, 12.03, 46.61)
 REGION_NAMES = ["top left", "top right", "bottom left", "bottom right", "middle"]
@@ -27,21 +25,12 @@ REGION_NAMES = ["top left", "top right", "bottom left", "bottom right", "middle"
 
 @pytest.fixture(scope="module")
 def analysed(
-    tmp_path_factory: pytest.TempPathFactory, world_apis: dict[str, str], dask_client: Client
+    tmp_path_factory: pytest.TempPathFactory, dolomites_run: Path
 ) -> tuple[RunConfig, str]:
     out = tmp_path_factory.mktemp("prompting") / "run"
+    shutil.copytree(dolomites_run, out)
     cfg = parse_config({"output": str(out), "ingest": {"shard_patches": 4}})
-    s2 = search(
-        SearchRequest(world_apis["earth-search"], "sentinel-2-l2a", DOLOMITES, cfg.time.interval)
-    ).items
-    wc = search(SearchRequest(world_apis["planetary-computer"], "esa-worldcover", DOLOMITES)).items
-    keys = list(Grid().covering(DOLOMITES))
-    s = ingest_patches(
-        cfg, keys, [i.to_dict() for i in s2], [i.to_dict() for i in wc], world_apis, dask_client
-    )
-    a = analyze_store(s["store"], dask_client, out)
-    assert a["ok"] == s["ok"] > 0
-    return cfg, s["store"]
+    return cfg, str(out / "dataset.zarr")
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -12,20 +12,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cenlib.verify.read import COLUMNS
+
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="alert(2)">'
-COLUMNS = (
-    "patch_id",
-    "key",
-    "style",
-    "status",
-    "pass",
-    "score",
-    "round",
-    "violations",
-    "caption",
-    "first_violations",
-)
 
 
 def violation(kind: str, cls: str | None, text: str, words: str, reason: str) -> dict[str, Any]:
