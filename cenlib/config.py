@@ -384,7 +384,25 @@ class ExportConfig(_Record):
     stretch_sample: int = Field(
         64, ge=1, description="patches the percentiles are measured on (spread over the store)"
     )
-    batch: int = Field(64, ge=1, description="patches per Dask task")
+    batch: int = Field(
+        64, ge=1, description="patches per Dask task, so per WebDataset shard and Parquet part"
+    )
+    formats: tuple[
+        Literal["chatearthnet", "llava", "parquet", "webdataset", "stac", "geotiff", "croissant"],
+        ...,
+    ] = Field(
+        ("chatearthnet", "llava", "parquet", "webdataset", "stac", "geotiff", "croissant"),
+        description="what to write besides the PNGs and the card (croissant describes the "
+        "Parquet parts, so it needs parquet)",
+    )
+    parquet_images: bool = Field(
+        False, description="put the RGB and land-cover PNGs in the Parquet rows as bytes"
+    )
+    output: str | None = Field(
+        None,
+        description="where the export goes: a directory or an fsspec URL (s3://..., gs://...); "
+        "default <output>/export/chatearthnet",
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> ExportConfig:
@@ -393,6 +411,8 @@ class ExportConfig(_Record):
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
             raise ValueError(f"percentiles {[lo, hi]} must satisfy 0 <= low < high <= 100")
+        if "croissant" in self.formats and "parquet" not in self.formats:
+            raise ValueError("formats: croissant describes the Parquet parts; add parquet")
         return self
 
 

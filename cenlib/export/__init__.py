@@ -1,13 +1,17 @@
-"""Stage *export* (in progress): the dataset in the formats trainers read.
+"""Stage *export*: the dataset in ChatEarthNet's layout and the formats trainers read.
 
-Entry: :func:`run_export` ``(cfg, client)`` -> :class:`ExportSummary`: so far ChatEarthNet's
-layout (8-bit PNGs per patch, caption files per model and split) under
-``<output>/export/chatearthnet/`` (:data:`LAYOUT`). :func:`assign_splits`: train / validation /
-test splits that are spatially disjoint (every patch of a block in one split), reproducible
-from the seed, optionally stratified. The other formats, the dataset card and the report are
-the next steps (issue 12).
+Entry: :func:`run_export` ``(cfg, client)`` -> :class:`ExportSummary`: under ``export.output``
+(default ``<output>/export/chatearthnet/``, :data:`LAYOUT`) ChatEarthNet's PNGs and caption
+files, LLaVA conversations, Parquet parts, WebDataset shards, GeoTIFFs, a static STAC
+collection, Croissant metadata and the dataset card (see :mod:`cenlib.export.stage`).
+:func:`assign_splits`: train / validation / test splits that are spatially disjoint (every
+patch of a block in one split), reproducible from the seed, optionally stratified.
+Readers: :func:`export_root` (where a run's export is), :func:`read_table` (its rows),
+:class:`Record` (the fields of a row).
 """
 
+from cenlib.export.read import LAYOUT, ExportReadError, export_root, read_table
+from cenlib.export.record import Record
 from cenlib.export.splits import (
     DEFAULT_RATIOS,
     SPLITS,
@@ -15,16 +19,21 @@ from cenlib.export.splits import (
     assign_splits,
     block_of,
 )
-from cenlib.export.stage import LAYOUT, ExportError, ExportSummary, run_export
+from cenlib.export.stage import ExportError, ExportSummary, export_url, run_export
 
 __all__ = [
     "DEFAULT_RATIOS",
     "LAYOUT",
     "SPLITS",
     "ExportError",
+    "ExportReadError",
     "ExportSummary",
+    "Record",
     "SplitError",
     "assign_splits",
     "block_of",
+    "export_root",
+    "export_url",
+    "read_table",
     "run_export",
 ]

@@ -1,9 +1,10 @@
-"""The export stage, ChatEarthNet's layout (the other formats and the card are still to come).
+"""The export stage: a run's dataset in ChatEarthNet's layout and the formats trainers read.
 
 ``run_export`` takes the captions that passed verification or were repaired (``export.include``),
 or were accepted or edited in review (the latest decision on the caption's own key wins; a
 rejected one stays out), deals the patches to spatially disjoint splits (:mod:`.splits`) and
-writes ``<output>/export/chatearthnet/``:
+writes, under ``export.output`` (a directory or an fsspec URL; default
+``<output>/export/chatearthnet/``):
 
 - ``images/<group>/<patch>.png``: 8-bit RGB (B04, B03, B02) and, when the store has the bands,
   the false-colour groups ChatEarthNet shipped (B05/B06/B07, B08/B11/B12), stretched as
@@ -11,22 +12,27 @@ writes ``<output>/export/chatearthnet/``:
   palette (class index as pixel value);
 - ``captions/<model>_<split>.json``: per caption model and split, a JSON list of
   ``{"image": "images/rgb/<patch>.png", "caption": "..."}``, as ChatEarthNet's files are;
-- ``splits.json`` (patch -> split) and ``stretch.json`` (band -> the values at 0 and 255).
+- ``llava_<split>.json``: LLaVA-style conversations;
+- ``parquet/<split>-NNNNN.parquet`` (:mod:`.parquet`), ``webdataset/<split>-NNNNNN.tar``
+  (:mod:`.shards`), ``geotiff/<patch>.tif`` and ``<patch>_label.tif`` (:mod:`.geotiff`),
+  ``stac/collection.json`` and ``stac/items/<patch>.json`` (:mod:`.stac`), ``croissant.json``
+  (:mod:`.croissant`), as ``export.formats`` lists;
+- ``splits.json`` (patch -> split), ``stretch.json`` (band -> the values at 0 and 255) and
+  ``README.md``, the dataset card (:mod:`.card`), its figures read from the files above.
 
-Images are written by Dask tasks of ``export.batch`` patches (``export-NNNNN-token``, in
-``span("export")``), each reading only its patches' rows of the store.
+Per-patch files are written by Dask tasks of ``export.batch`` patches of one split
+(``export-<split>-NNNNN-token``, in ``span("export")``, :mod:`.batch`), each reading only its
+patches' rows of the store; the driver writes the files that list every patch.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,69 +41,64 @@ from distributed import Client, span
 from cenlib.captions import read_captions
 from cenlib.config import RunConfig
 from cenlib.errors import CenError
-from cenlib.export.images import GROUPS, groups_of, label_png, measure_stretch, png, to_8bit
+from cenlib.export.batch import Item, Options, Written, batches, export_batch
+from cenlib.export.card import (
+    CITATION,
+    DESCRIPTION,
+    LICENSE_URL,
+    dataset_card,
+    extent_of,
+    interval_of,
+    read_table_at,
+)
+from cenlib.export.images import groups_of, measure_stretch
+from cenlib.export.read import LAYOUT
+from cenlib.export.record import IMAGE
+from cenlib.export.sink import Sink
 from cenlib.export.splits import SPLITS, assign_splits
 from cenlib.grid import grid_for
 from cenlib.ingest import array, open_group, store_url
-from cenlib.io import stable_hash, write_atomic
+from cenlib.io import stable_hash
 from cenlib.review import read_decisions
 from cenlib.summary import Summary
 from cenlib.verify import read_verdicts
 
-LAYOUT = Path("export") / "chatearthnet"
 PROMPT = (
     "<image>\nDescribe this satellite image: its land cover, where each kind lies, and how much."
 )
+OWNED = ("images", "geotiff", "stac", "webdataset", "parquet", "captions")  # cleared first
 
 
-def tables(items: Sequence[_Item], g: Any, grid: Any) -> dict[str, bytes]:
-    """``dataset.parquet`` (one row per patch with its provenance) and ``llava_<split>.json``
-    (the conversations LLaVA- and GeoChat-style fine-tuning reads), as file name -> bytes."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
 
+
+def caption_files(items: Sequence[Item], formats: Sequence[str]) -> dict[str, bytes]:
+    """ChatEarthNet's ``captions/<model>_<split>.json`` and ``llava_<split>.json`` (the
+    conversations LLaVA- and GeoChat-style fine-tuning reads), as file name -> bytes."""
     order = sorted(items, key=lambda i: i.patch_id)
-    rows = [i.index for i in order]
-    col = {n: np.asarray(array(g, n)[:]) for n in ("datetime", "s2_items", "wc_items")}
-    table = pa.table(
-        {
-            "patch_id": [i.patch_id for i in order],
-            "split": [i.split for i in order],
-            "image": [f"images/rgb/{i.patch_id}.png" for i in order],
-            "label_image": [f"images/label/{i.patch_id}.png" for i in order],
-            "caption": [i.caption for i in order],
-            "model": [i.model for i in order],
-            "style": [i.style for i in order],
-            "request_key": [i.key for i in order],
-            "verification": [i.status for i in order],
-            "repair_round": pa.array([i.round for i in order], pa.int32()),
-            "review": [i.decision for i in order],
-            "datetime": [str(np.datetime_as_string(col["datetime"][r], unit="s")) for r in rows],
-            "sentinel2_item": [str(col["s2_items"][r]) for r in rows],
-            "worldcover_item": [str(col["wc_items"][r]) for r in rows],
-            "grid": [grid.kind for _ in order],
-            "footprint_wkt": [grid.key(i.patch_id).lonlat_polygon().wkt for i in order],
-        }
-    )
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    out = {"dataset.parquet": sink.getvalue().to_pybytes()}
-    for name in SPLITS:
-        convs = [
-            {
-                "id": i.patch_id,
-                "image": f"images/rgb/{i.patch_id}.png",
-                "conversations": [
-                    {"from": "human", "value": PROMPT},
-                    {"from": "gpt", "value": i.caption},
-                ],
-            }
-            for i in order
-            if i.split == name
-        ]
-        out[f"llava_{name}.json"] = (
-            json.dumps(convs, indent=1, ensure_ascii=False) + "\n"
-        ).encode()
+    out: dict[str, bytes] = {}
+    if "chatearthnet" in formats:
+        by: dict[str, list[dict[str, str]]] = {}
+        for i in order:
+            rec = {"image": IMAGE.format(group="rgb", patch=i.patch_id), "caption": i.caption}
+            by.setdefault(f"captions/{_slug(i.model)}_{i.split}.json", []).append(rec)
+        out.update({name: _json(recs) for name, recs in sorted(by.items())})
+    if "llava" in formats:
+        for name in SPLITS:
+            convs = [
+                {
+                    "id": i.patch_id,
+                    "image": IMAGE.format(group="rgb", patch=i.patch_id),
+                    "conversations": [
+                        {"from": "human", "value": PROMPT},
+                        {"from": "gpt", "value": i.caption},
+                    ],
+                }
+                for i in order
+                if i.split == name
+            ]
+            out[f"llava_{name}.json"] = _json(convs)
     return out
 
 
@@ -113,6 +114,7 @@ class ExportSummary(Summary):
     excluded: dict[str, int]  # reason -> patches left out
     splits: dict[str, int]
     groups: list[str]  # image groups written besides the label map
+    formats: list[str]
     files: int
     bytes: int
     directory: str
@@ -127,87 +129,106 @@ class ExportSummary(Summary):
         )
 
 
-@dataclass(frozen=True)
-class _Item:
-    patch_id: str
-    index: int  # store row
-    caption: str
-    model: str
-    split: str
-    style: str = ""
-    key: str = ""
-    status: str = ""  # verification: pass, repaired, failed
-    decision: str | None = None  # review: accept, edit, reject, or None
-    round: int = 0  # repair round of the caption
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "model"
 
 
-def _write(path: Path, data: bytes) -> int:
-    """Write by rename (a reader never sees part of a file); no fsync per image: a crashed run
-    is exported again."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return len(data)
-
-
-def export_batch(
-    url: str, root: str, items: Sequence[tuple[str, int]], stretch: dict[str, Any]
-) -> tuple[int, int]:
-    """Write the images of ``items`` (patch id, store row): a Dask task. Returns (files, bytes)."""
-    g = open_group(url)
-    bands = [str(b) for b in np.asarray(array(g, "band")[:])]
-    refl_a, lc_a = array(g, "reflectance"), array(g, "land_cover")
-    groups = groups_of(bands)
-    files = size = 0
-    for pid, i in items:
-        refl = np.asarray(refl_a[i])
-        for name in groups:
-            size += _write(
-                Path(root, "images", name, f"{pid}.png"),
-                png(to_8bit(refl, bands, GROUPS[name], stretch)),
-            )
-            files += 1
-        size += _write(Path(root, "images", "label", f"{pid}.png"), label_png(np.asarray(lc_a[i])))
-        files += 1
-    return files, size
-
-
-Chosen = tuple[str, str, str, dict[str, Any]]  # patch id, caption, model, provenance
+Chosen = tuple[str, str, dict[str, Any]]  # patch id, caption, provenance (Item's fields)
 
 
 def _select(cfg: RunConfig) -> tuple[list[Chosen], Counter[str]]:
     """What goes in, and the reasons the rest stays out."""
     out = cfg.output
     decisions = read_decisions(out)
-    models = {c.patch_id: c.model for c in read_captions(out)}
+    first = {c.patch_id: c for c in read_captions(out)}
     keep: list[Chosen] = []
     left: Counter[str] = Counter()
     include = set(cfg.export.include)
     for v in read_verdicts(out):
         d = decisions.get(v.patch_id)
-        model = models.get(v.patch_id, "unknown")
-        prov = {"style": v.style, "key": v.key, "status": v.status, "round": v.round}
+        c = first.get(v.patch_id)
+        prov = {
+            "model": c.model if c else "unknown",
+            "endpoint": c.endpoint if c else "",
+            "style": v.style,
+            "key": v.key,
+            "status": v.status,
+            "round": v.round,
+        }
         if d is not None and d.key == v.key:
             if d.decision == "reject" and "rejected" not in include:
                 left["rejected in review"] += 1
                 continue
             text = d.text if d.decision == "edit" and d.text else v.caption
-            keep.append((v.patch_id, text, model, {**prov, "decision": d.decision}))
+            keep.append((v.patch_id, text, {**prov, "decision": d.decision}))
         elif v.status in include:
-            keep.append((v.patch_id, v.caption, model, prov))
+            keep.append((v.patch_id, v.caption, prov))
         else:
             left[f"{v.status} verification"] += 1
     return keep, left
 
 
+def _stretch(g: Any, cfg: RunConfig, bands: list[str]) -> dict[str, Any]:
+    """The per-band stretch, measured on ``export.stretch_sample`` patches spread over the store."""
+    status = np.asarray(array(g, "status")[:])
+    ok = np.flatnonzero(status == "ok")
+    if not len(ok):
+        return {}
+    sample = ok[np.linspace(0, len(ok) - 1, min(cfg.export.stretch_sample, len(ok))).astype(int)]
+    refl = np.stack([np.asarray(array(g, "reflectance")[int(i)]) for i in sample])
+    return measure_stretch(refl, bands, cfg.export.percentiles)
+
+
+def _collection(
+    cfg: RunConfig, items: Sequence[Item], written: Sequence[Written], sink: Sink
+) -> dict[str, Any]:
+    from cenlib.export.stac import stac_collection
+
+    table = read_table_at(sink)
+    coll: dict[str, Any] = stac_collection(
+        title=f"ChatEarthNet-style image-text dataset: {cfg.name}",
+        description=DESCRIPTION,
+        bbox=extent_of(table),
+        interval=interval_of(table),
+        item_hrefs=[f"./items/{h.rsplit('/', 1)[-1]}" for w in written for h in w.items],
+        splits=dict(Counter(i.split for i in items)),
+    )
+    return coll
+
+
+def _croissant(cfg: RunConfig, sink: Sink) -> dict[str, Any]:
+    from cenlib.export.croissant import croissant
+
+    meta: dict[str, Any] = croissant(
+        name=cfg.name,
+        description=DESCRIPTION,
+        url=sink.href(""),
+        version="1.0.0",
+        license=LICENSE_URL,
+        citation=CITATION,
+        date_published=time.strftime("%Y-%m-%d"),
+        parquet_files=list(sink.glob("parquet/*.parquet")),
+        images=cfg.export.parquet_images,
+        splits=list(SPLITS),
+    )
+    return meta
+
+
+def export_url(cfg: RunConfig) -> str:
+    """Where the run's export goes: ``export.output`` or ``<output>/export/chatearthnet``."""
+    return cfg.export.output or str(cfg.output / LAYOUT)
+
+
+def _clear(sink: Sink) -> None:
+    """Drop what an earlier export of this run left (parts of other sizes, dropped patches)."""
+    for name in OWNED:
+        if sink.fs.exists(sink.path(name)):
+            sink.fs.rm(sink.path(name), recursive=True)
+
+
 def run_export(cfg: RunConfig, client: Client) -> ExportSummary:
-    """Export the run's dataset in ChatEarthNet's layout (see the module doc)."""
+    """Export the run's dataset (see the module doc)."""
     t0 = time.perf_counter()
-    root = cfg.output / LAYOUT
     keep, left = _select(cfg)
     url = store_url(cfg)
     g = open_group(url)
@@ -219,83 +240,87 @@ def run_export(cfg: RunConfig, client: Client) -> ExportSummary:
             f"patches {missing[:5]} have captions but are not in the store {url}; "
             "run `cen ingest CONFIG` again or remove their captions"
         )
-    grid = grid_for(cfg.grid)
-    keys = [grid.key(pid) for pid, *_ in keep]
-    strata = None
-    if cfg.export.stratify and keep:
-        rc = np.asarray(array(g, "region_counts")[:])  # (n, regions, classes); region 0: whole
-        strata = {pid: int(np.argmax(rc[where[pid], 0, 1:])) + 1 for pid, *_ in keep}
-    split = assign_splits(
-        keys,
-        cfg.export.ratios,
-        seed=cfg.export.seed,
-        block_zoom=cfg.export.block_zoom,
-        utm_block=cfg.export.utm_block,
-        strata=strata,
-    )
-    items = [
-        _Item(pid, where[pid], text, model, split[pid], **prov) for pid, text, model, prov in keep
-    ]
     bands = [str(b) for b in np.asarray(array(g, "band")[:])]
-    status = np.asarray(array(g, "status")[:])
-    ok = np.flatnonzero(status == "ok")
-    sample = ok[np.linspace(0, len(ok) - 1, min(cfg.export.stretch_sample, len(ok))).astype(int)]
-    stretch = {}
-    if len(ok):
-        refl = np.stack([np.asarray(array(g, "reflectance")[int(i)]) for i in sample])
-        stretch = measure_stretch(refl, bands, cfg.export.percentiles)
     groups = groups_of(bands)
     if "rgb" not in groups:
         raise ExportError(
             f"the store {url} has bands {bands}, not red, green and blue: add them to "
             "ingest.bands (ChatEarthNet's images are RGB) and ingest again"
         )
-    for name in [*groups, "label"]:
-        (root / "images" / name).mkdir(parents=True, exist_ok=True)
-    token = stable_hash([(i.patch_id, i.index) for i in items], stretch)[:8]
-    step = cfg.export.batch
+    grid = grid_for(cfg.grid)
+    strata = None
+    if cfg.export.stratify and keep:
+        rc = np.asarray(array(g, "region_counts")[:, 0])  # (n, classes); region 0: whole
+        strata = {pid: int(np.argmax(rc[where[pid], 1:])) + 1 for pid, *_ in keep}
+    split = assign_splits(
+        [grid.key(pid) for pid, *_ in keep],
+        cfg.export.ratios,
+        seed=cfg.export.seed,
+        block_zoom=cfg.export.block_zoom,
+        utm_block=cfg.export.utm_block,
+        strata=strata,
+    )
+    items = [Item(pid, where[pid], text, split=split[pid], **prov) for pid, text, prov in keep]
+    stretch = _stretch(g, cfg, bands)
+    attrs: dict[str, Any] = dict(g.attrs)
+    sources = {
+        name: (str(src.get("api", "")), str(src.get("collection", "")))
+        for name, src in dict(attrs.get("sources", {})).items()
+    }
+    sink = Sink(export_url(cfg))
+    _clear(sink)
+    made = {"chatearthnet": "captions", "geotiff": "geotiff", "stac": "stac/items"}
+    made |= {"parquet": "parquet", "webdataset": "webdataset"}
+    for d in [
+        *(f"images/{n}" for n in [*groups, "label"]),
+        *(made[f] for f in made if f in cfg.export.formats),
+    ]:
+        sink.makedirs(d)
+    opts = Options(
+        tuple(cfg.export.formats),
+        cfg.export.parquet_images,
+        stretch,
+        cfg.grid,
+        sources,
+    )
+    todo = batches(items, cfg.export.batch, SPLITS)
+    token = stable_hash([(b.split, b.part, [i.patch_id for i in b.items]) for b in todo], opts)
     with span("export"):
         futures = [
             client.submit(
                 export_batch,
                 url,
-                str(root),
-                [(i.patch_id, i.index) for i in items[s : s + step]],
-                stretch,
-                key=f"export-{k:05d}-{token}",
+                sink.url,
+                b,
+                opts,
+                key=f"export-{b.split}-{b.part:05d}-{token[:8]}",
             )
-            for k, s in enumerate(range(0, len(items), step))
+            for b in todo
         ]
         written = [f.result() for f in futures]
-    files = sum(w[0] for w in written)
-    size = sum(w[1] for w in written)
-    (root / "captions").mkdir(parents=True, exist_ok=True)
-    by: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for i in sorted(items, key=lambda i: i.patch_id):
-        rec = {"image": f"images/rgb/{i.patch_id}.png", "caption": i.caption}
-        by.setdefault((_slug(i.model), i.split), []).append(rec)
-    for (model, name), recs in sorted(by.items()):
-        data = (json.dumps(recs, indent=1, ensure_ascii=False) + "\n").encode()
-        write_atomic(root / "captions" / f"{model}_{name}.json", data)
+    files = sum(w.files for w in written)
+    size = sum(w.bytes for w in written)
+    small = caption_files(items, cfg.export.formats)
+    small["splits.json"] = _json(split)
+    small["stretch.json"] = _json(stretch)
+    if "stac" in cfg.export.formats:
+        small["stac/collection.json"] = _json(_collection(cfg, items, written, sink))
+    if "croissant" in cfg.export.formats:
+        small["croissant.json"] = _json(_croissant(cfg, sink))
+    for name, data in small.items():
+        size += sink.write(name, data)
         files += 1
-        size += len(data)
-    for name, data in tables(items, g, grid).items():
-        write_atomic(root / name, data)
-        files += 1
-        size += len(data)
-    for name, obj in (("splits.json", split), ("stretch.json", stretch)):
-        data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
-        write_atomic(root / name, data)
-        files += 1
-        size += len(data)
+    card = dataset_card(sink, cfg, attrs)
+    size += sink.write("README.md", card.encode())
     counts = Counter(i.split for i in items)
     return ExportSummary(
         exported=len(items),
         excluded=dict(left),
         splits={s: counts[s] for s in SPLITS},
         groups=groups,
-        files=files,
+        formats=list(cfg.export.formats),
+        files=files + 1,
         bytes=size,
-        directory=str(root),
+        directory=sink.href(""),
         seconds=round(time.perf_counter() - t0, 2),
     )

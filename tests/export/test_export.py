@@ -4,6 +4,7 @@ layout read back, review decisions honoured, splits disjoint by tile."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 
 from cenlib.captions import read_captions, run_captions
 from cenlib.config import RunConfig, parse_config
-from cenlib.export import LAYOUT, ExportError, block_of, run_export
+from cenlib.export import LAYOUT, ExportError, block_of, read_table, run_export
 from cenlib.grid import grid_for
 from cenlib.ingest import array, open_group
 from cenlib.prompts import run_prompts
@@ -110,26 +111,40 @@ def test_a_store_without_rgb_is_named(base: Path, tmp_path: Path, dask_client: C
 
 
 def test_parquet_and_llava_read_back(base: Path, tmp_path: Path, dask_client: Client) -> None:
+    import datasets
     import pandas as pd
 
-    cfg = _cfg(base, tmp_path)
+    cfg = _cfg(base, tmp_path, parquet_images=True, batch=3, formats=["llava", "parquet"])
     record(cfg.output, *_first_key(cfg.output), "accept", "tester")
     run_export(cfg, dask_client)
     root = cfg.output / LAYOUT
     verdicts = {v.patch_id: v for v in read_verdicts(cfg.output)}
-    df = pd.read_parquet(root / "dataset.parquet")
-    assert sorted(df["patch_id"]) == sorted(verdicts)
+    df = read_table(cfg.output, images=True)
+    assert list(df["patch_id"]) == sorted(verdicts)
+    assert df.equals(pd.read_parquet(root / "parquet").sort_values("patch_id", ignore_index=True))
+    g = open_group(str(cfg.output / "dataset.zarr"))
+    ids = [str(x) for x in np.asarray(array(g, "patch_id")[:])]
     for row in df.itertuples():
         v = verdicts[row.patch_id]
         assert row.caption == v.caption and row.request_key == v.key
         assert row.verification == v.status and row.style == v.style
-        assert (
-            row.sentinel2_item and row.worldcover_item and row.footprint_wkt.startswith("POLYGON")
-        )
-        assert (root / row.image).is_file() and (root / row.label_image).is_file()
-    assert df["review"].notna().sum() == 1
+        assert len(row.sentinel2_items) and len(row.worldcover_items)
+        assert json.loads(row.footprint)["type"] == "Polygon"
+        assert row.image_png == (root / row.image).read_bytes()
+        lab = np.asarray(Image.open(io.BytesIO(row.label_png)))
+        assert np.array_equal(lab, np.asarray(array(g, "land_cover")[ids.index(row.patch_id)]))
+        assert sum(json.loads(row.class_fractions).values()) == pytest.approx(1, abs=1e-4)
+    assert (df["review"] != "").sum() == 1
     split = json.loads((root / "splits.json").read_text())
     assert dict(zip(df["patch_id"], df["split"], strict=True)) == split
+    # The card's front matter names each split's parts: `datasets` loads the export directory.
+    hf = datasets.load_dataset(str(root))
+    assert sorted(hf) == sorted(set(split.values()))
+    for name, part in hf.items():
+        assert sorted(part["patch_id"]) == sorted(p for p, s in split.items() if s == name)
+        assert {r["patch_id"]: r["caption"] for r in part} == {
+            p: verdicts[p].caption for p in part["patch_id"]
+        }
     convs = []
     for name in ("train", "validation", "test"):
         for c in json.loads((root / f"llava_{name}.json").read_text()):
@@ -139,6 +154,7 @@ def test_parquet_and_llava_read_back(base: Path, tmp_path: Path, dask_client: Cl
             assert gpt == {"from": "gpt", "value": verdicts[c["id"]].caption}
             convs.append(c["id"])
     assert sorted(convs) == sorted(verdicts)
+    assert not (root / "captions").exists() or not any((root / "captions").iterdir())
 
 
 def _first_key(run: Path) -> tuple[str, str]:
