@@ -41,7 +41,7 @@ from cenlib.stac.server import serve_world
 from cenlib.summary import Summary
 from cenlib.world.build import count_steps, ensure_world, is_current, read_manifest
 
-STAGES = ("plan", "ingest", "analyze", "prompt", "caption", "verify", "export")
+STAGES = ("plan", "ingest", "analyze", "prompt", "caption", "verify", "export", "report")
 
 
 class JobError(CenError, RuntimeError):
@@ -264,13 +264,20 @@ def run_job(
         if "export" in stages:
             from cenlib.export import ExportError, run_export
 
-            with console.status("export: ChatEarthNet layout"):
+            with console.status("export: the dataset in every format, and its card"):
                 try:
                     summary["export"] = run_export(cfg, client)
                 except ExportError as e:
                     raise JobError(str(e)) from e
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_text_atomic(out / "summary.json", json.dumps(as_json(summary), indent=1) + "\n")
+    if "report" in stages:  # after summary.json: the report shows this run's stage times
+        from cenlib.report import run_report
+
+        with console.status("report: the dataset's figures"):
+            summary["report"] = run_report(out)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        write_text_atomic(out / "summary.json", json.dumps(as_json(summary), indent=1) + "\n")
     print_summary(out, summary, console)
     return summary
 
@@ -307,7 +314,7 @@ def _first_caption(path: Path) -> tuple[str, str] | None:
 
 
 def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
-    for name in ("plan", "search", "ingest", "analyze", "prompt", "caption", "verify", "export"):
+    for name in ("plan", "search", *STAGES[1:]):
         if isinstance(summary.get(name), Summary):
             console.print(summary[name].line(), highlight=False)
     ingest = summary.get("ingest")
@@ -322,6 +329,12 @@ def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
     table.add_column("bytes", justify="right")
     for p in sorted(out.rglob("*")):
         rel = str(p.relative_to(out))
-        if p.is_file() and ".zarr" not in rel and not rel.startswith(("prompts/", "responses/")):
+        skip = ("prompts/", "responses/", "export/", "verify/")
+        if p.is_file() and ".zarr" not in rel and not rel.startswith(skip):
             table.add_row(str(p.relative_to(out)), f"{p.stat().st_size:,}")
     console.print(table)
+    export, report = summary.get("export"), summary.get("report")
+    if isinstance(export, Summary):
+        console.print(f"dataset: [bold]{export['directory']}[/] (its card: README.md)")
+    if isinstance(report, Summary):
+        console.print(f"report: [bold]{report['path']}[/]")

@@ -159,7 +159,8 @@ def export_batch(url: str, out: str, batch: Batch, opts: Options) -> Written:
             from cenlib.export.stac import stac_item
 
             name = STAC_ITEM.format(patch=rec.patch_id)
-            size += sink.write(name, _json(stac_item(rec, opts.sources)))
+            item = stac_item(rec, opts.sources, geotiff="geotiff" in want)
+            size += sink.write(name, _json(item))
             items.append(name)
             files += 1
     if "webdataset" in want and samples:

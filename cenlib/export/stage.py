@@ -321,6 +321,6 @@ def run_export(cfg: RunConfig, client: Client) -> ExportSummary:
         formats=list(cfg.export.formats),
         files=files + 1,
         bytes=size,
-        directory=sink.href(""),
+        directory=sink.href("").rstrip("/"),
         seconds=round(time.perf_counter() - t0, 2),
     )
