@@ -103,7 +103,7 @@ def dolomites_run(
         list(Grid().covering(DOLOMITES)),
         [i.to_dict() for i in s2],
         [i.to_dict() for i in wc],
-        world_apis,
+        {"sentinel2": world_apis["earth-search"], "worldcover": world_apis["planetary-computer"]},
         dask_client,
     )
     a = analyze_store(s["store"], dask_client, out)

@@ -19,10 +19,13 @@ import numpy as np
 
 from cenlib.classes import CLASS_NAMES
 from cenlib.config import GridConfig
+from cenlib.export.geotiff import geotiff_bytes, label_tiff_bytes
 from cenlib.export.images import GROUPS, groups_of, label_png, png, to_8bit
 from cenlib.export.parquet import PARQUET, parquet_part
 from cenlib.export.record import GEOTIFF, IMAGE, LABEL_TIFF, STAC_ITEM, Record
+from cenlib.export.shards import SHARD, shard_bytes
 from cenlib.export.sink import Sink
+from cenlib.export.stac import stac_item
 from cenlib.grid import grid_for
 from cenlib.ingest import array, open_group
 
@@ -144,8 +147,6 @@ def export_batch(url: str, out: str, batch: Batch, opts: Options) -> Written:
         files += 1
         samples.append((rec, rgb, lab))
         if "geotiff" in want:
-            from cenlib.export.geotiff import geotiff_bytes, label_tiff_bytes
-
             size += sink.write(
                 GEOTIFF.format(patch=rec.patch_id),
                 geotiff_bytes(refl, bands, rec.crs, rec.transform),
@@ -156,16 +157,12 @@ def export_batch(url: str, out: str, batch: Batch, opts: Options) -> Written:
             )
             files += 2
         if "stac" in want:
-            from cenlib.export.stac import stac_item
-
             name = STAC_ITEM.format(patch=rec.patch_id)
             item = stac_item(rec, opts.sources, geotiff="geotiff" in want)
             size += sink.write(name, _json(item))
             items.append(name)
             files += 1
     if "webdataset" in want and samples:
-        from cenlib.export.shards import SHARD, shard_bytes
-
         size += sink.write(SHARD.format(split=batch.split, part=batch.part), shard_bytes(samples))
         files += 1
     if "parquet" in want and samples:

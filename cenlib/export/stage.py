@@ -51,11 +51,13 @@ from cenlib.export.card import (
     interval_of,
     read_table_at,
 )
+from cenlib.export.croissant import croissant
 from cenlib.export.images import groups_of, measure_stretch
 from cenlib.export.read import LAYOUT
 from cenlib.export.record import IMAGE
 from cenlib.export.sink import Sink
 from cenlib.export.splits import SPLITS, assign_splits
+from cenlib.export.stac import stac_collection
 from cenlib.grid import grid_for
 from cenlib.ingest import array, open_group, store_url
 from cenlib.io import stable_hash
@@ -182,8 +184,6 @@ def _stretch(g: Any, cfg: RunConfig, bands: list[str]) -> dict[str, Any]:
 def _collection(
     cfg: RunConfig, items: Sequence[Item], written: Sequence[Written], sink: Sink
 ) -> dict[str, Any]:
-    from cenlib.export.stac import stac_collection
-
     table = read_table_at(sink)
     coll: dict[str, Any] = stac_collection(
         title=f"ChatEarthNet-style image-text dataset: {cfg.name}",
@@ -197,8 +197,6 @@ def _collection(
 
 
 def _croissant(cfg: RunConfig, sink: Sink) -> dict[str, Any]:
-    from cenlib.export.croissant import croissant
-
     meta: dict[str, Any] = croissant(
         name=cfg.name,
         description=DESCRIPTION,

@@ -8,6 +8,7 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -41,7 +42,7 @@ def exported(
     return out / LAYOUT
 
 
-def _table(root: Path, heading: str) -> dict[str, str]:
+def _table(root: Path, heading: str) -> dict[str, Any]:
     """The two-column table that follows ``heading`` in the card (first column -> second)."""
     text = (root / "README.md").read_text()
     at = text.index(f"| {heading} |")
@@ -100,7 +101,11 @@ def test_export_to_an_fsspec_url(exported: Path, tmp_path: Path, dask_client: Cl
     cfg = parse_config(
         {
             "output": str(run),
-            "export": {"formats": ["chatearthnet", "parquet"], "output": f"file://{out}"},
+            "export": {
+                "formats": ["chatearthnet", "parquet"],
+                "batch": 4,
+                "output": f"file://{out}",
+            },
         }
     )
     s = run_export(cfg, dask_client)

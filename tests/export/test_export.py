@@ -111,7 +111,7 @@ def test_a_store_without_rgb_is_named(base: Path, tmp_path: Path, dask_client: C
 
 
 def test_parquet_and_llava_read_back(base: Path, tmp_path: Path, dask_client: Client) -> None:
-    import datasets
+    import datasets  # type: ignore[import-untyped]
     import pandas as pd
 
     cfg = _cfg(base, tmp_path, parquet_images=True, batch=3, formats=["llava", "parquet"])
@@ -160,3 +160,54 @@ def test_parquet_and_llava_read_back(base: Path, tmp_path: Path, dask_client: Cl
 def _first_key(run: Path) -> tuple[str, str]:
     v = next(iter(read_verdicts(run)))
     return v.patch_id, v.key
+
+
+def test_every_format_reads_back(base: Path, tmp_path: Path, dask_client: Client) -> None:
+    """WebDataset (webdataset), GeoTIFF (rioxarray), STAC (pystac, validated), Croissant
+    (mlcroissant): every caption of the run, and pixels against the store."""
+    import mlcroissant as mlc
+    import pystac
+    import rioxarray
+
+    from cenlib.export.shards import read_shards
+    from cenlib.export.stac import validate_stac
+
+    cfg = _cfg(base, tmp_path, batch=5)
+    s = run_export(cfg, dask_client)
+    root = cfg.output / LAYOUT
+    want = {v.patch_id: v.caption for v in read_verdicts(cfg.output)}
+    split = json.loads((root / "splits.json").read_text())
+    g = open_group(str(cfg.output / "dataset.zarr"))
+    ids = [str(x) for x in np.asarray(array(g, "patch_id")[:])]
+    shards = sorted(str(p) for p in (root / "webdataset").glob("*.tar"))
+    assert len(shards) == sum(-(-n // 5) for n in s.splits.values())
+    got = {}
+    for sample in read_shards(shards):
+        pid = sample["patch_id"]
+        got[pid] = sample["caption"]
+        assert sample["record"]["split"] == split[pid]
+        assert sample["rgb"] == (root / "images" / "rgb" / f"{pid}.png").read_bytes()
+    assert got == want
+    for pid in sorted(want)[:3]:
+        i = ids.index(pid)
+        tif = rioxarray.open_rasterio(root / "geotiff" / f"{pid}.tif", mask_and_scale=False)
+        assert np.array_equal(tif.values, np.asarray(array(g, "reflectance")[i]))
+        lab = rioxarray.open_rasterio(root / "geotiff" / f"{pid}_label.tif")
+        assert np.array_equal(lab.values[0], np.asarray(array(g, "land_cover")[i]))
+        assert tif.rio.crs == lab.rio.crs and tif.rio.crs.to_string() == "EPSG:3857"
+    coll = pystac.Collection.from_file(str(root / "stac" / "collection.json"))
+    validate_stac(coll.to_dict(include_self_link=False))
+    items = list(coll.get_items())
+    assert {i.id: i.properties["caption"] for i in items} == want
+    for item in items[:3]:
+        validate_stac(item.to_dict(include_self_link=False))
+        assert Path(item.assets["label"].get_absolute_href() or "").is_file()
+        assert any(link.rel == "derived_from" for link in item.links)
+    ds = mlc.Dataset(jsonld=str(root / "croissant.json"))
+    rows = {}
+    for r in ds.records("patches"):
+        pid = r["patches/patch_id"]
+        pid = pid.decode() if isinstance(pid, bytes) else pid
+        cap = r["patches/caption"]
+        rows[pid] = cap.decode() if isinstance(cap, bytes) else cap
+    assert rows == want
