@@ -34,7 +34,7 @@ from cenlib.captions import run_captions
 from cenlib.config import parse_config
 from cenlib.export import run_export
 from cenlib.export.images import GROUPS, label_png, measure_stretch, png, to_8bit
-from cenlib.grid import grid_for
+from cenlib.grid import Grid
 from cenlib.ingest import array, open_group
 from cenlib.ingest.store import ShardData, StoreSpec, create_or_open, write_shard
 from cenlib.prompts import run_prompts
@@ -64,7 +64,7 @@ def _pools() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
 
 
 def write_store(url: str, n: int) -> None:
-    grid = grid_for({"kind": "chatearthnet", "zoom": 13, "patch_size": 256})
+    grid = Grid()  # ChatEarthNet tiling, zoom 13, 256 px
     spec = StoreSpec(url, n, SHARD, BANDS, 256, f"bench-export-{n}")
     create_or_open(spec, {"title": "labels-plus-images benchmark store", "sources": {}})
     refl_pool, lc_pool = _pools()

@@ -168,9 +168,9 @@ def run(
     until: Annotated[
         str,
         typer.Option(
-            help="stop after this stage: plan|ingest|analyze|prompt|caption|verify|export"
+            help="stop after this stage: plan|ingest|analyze|prompt|caption|verify|export|report"
         ),
-    ] = "export",
+    ] = "report",
 ) -> None:
     """Run the dataset job: every stage in order (up to --until), on a Dask cluster."""
     _run(config, until)
@@ -351,3 +351,42 @@ def review(
     except (ReviewServerError, CenError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from e
+
+
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (its output: of the config)")],
+    output: Annotated[
+        Path | None, typer.Option(help="where to write the page (default: <run>/report.html)")
+    ] = None,
+    screenshot: Annotated[
+        Path | None,
+        typer.Option(help="also render the page in headless Chromium and save a full-page PNG"),
+    ] = None,
+) -> None:
+    """Write the dataset's report: one self-contained HTML page with its statistics.
+
+    A map of the samples, land cover per split, caption lengths and vocabulary, class mentions
+    against presence, verification pass rates, review outcomes, time and cost per stage; made
+    from the export, the verdicts, review.sqlite and summary.json of RUN_DIR.
+    """
+    from cenlib.report import ReportError, ScreenshotError, run_report
+    from cenlib.report import screenshot as render
+
+    try:
+        summary = run_report(run_dir, output)
+    except ReportError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from e
+    typer.echo(summary.line())
+    if screenshot is not None:
+        try:
+            check = render(Path(summary.path), screenshot)
+        except ScreenshotError as e:
+            err.print(f"[red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2) from e
+        broken = sum(1 for w in check.images if w == 0)
+        typer.echo(f"screenshot: {screenshot} ({check.width} x {check.height} px)")
+        if broken or check.blocked:
+            err.print(f"[red]error:[/] {broken} images did not load; requests {check.blocked}")
+            raise typer.Exit(1)

@@ -9,6 +9,7 @@ sources, the cluster, a local SmolLM2), calls them and prints their summaries.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -214,6 +215,9 @@ def run_job(
         use_prompts(cfg, prompts_from)
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"name": cfg.name, "output": str(out), "stages": list(stages)}
+    wall: dict[str, float] = {}  # seconds per stage, as the job saw them
+    summary["wall"] = wall
+    timed = functools.partial(_timed, wall)
     needs_sources = bool({"plan", "ingest"} & set(stages))
     with contextlib.ExitStack() as stack:
         urls, aois = (
@@ -229,7 +233,7 @@ def run_job(
         n_workers = len(client.scheduler_info().get("workers", {}))
         summary["cluster"] = {"workers": n_workers, "dashboard": client.dashboard_link}
         if "plan" in stages:
-            with progress_bar(console) as bar:
+            with timed("plan"), progress_bar(console) as bar:
                 task = bar.add_task("plan: WorldCover search", total=None)
 
                 def searching(n: int) -> Callable[[str], None]:
@@ -243,13 +247,14 @@ def run_job(
                     f"no plan at {plan_path(out)}; run `cen plan CONFIG` "
                     "(or `cen run CONFIG`) first"
                 )
-            ingest = run_ingest(cfg, client, urls, console)
+            with timed("ingest"):  # with its Sentinel-2 search
+                ingest = run_ingest(cfg, client, urls, console)
             summary["search"], summary["ingest"] = ingest.search, ingest
         if "analyze" in stages:
-            with console.status("analyze: land-cover statistics per patch"):
+            with timed("analyze"), console.status("analyze: land-cover statistics per patch"):
                 summary["analyze"] = run_analysis(cfg, client)
         if "prompt" in stages:
-            with console.status(f"prompt: {cfg.prompt.style} messages"):
+            with timed("prompt"), console.status(f"prompt: {cfg.prompt.style} messages"):
                 summary["prompt"] = run_prompts(cfg, client)
         # One pool (and one local SmolLM2 server) for the captions and their repairs.
         pool = (
@@ -258,13 +263,15 @@ def run_job(
             else cfg.caption
         )
         if "caption" in stages:
-            summary["caption"] = _caption(cfg, pool, client, console, max_cost)
+            with timed("caption"):
+                summary["caption"] = _caption(cfg, pool, client, console, max_cost)
         if "verify" in stages:
-            summary["verify"] = _verify(cfg, pool, client, console, max_cost)
+            with timed("verify"):
+                summary["verify"] = _verify(cfg, pool, client, console, max_cost)
         if "export" in stages:
             from cenlib.export import ExportError, run_export
 
-            with console.status("export: the dataset in every format, and its card"):
+            with timed("export"), console.status("export: the dataset in every format, its card"):
                 try:
                     summary["export"] = run_export(cfg, client)
                 except ExportError as e:
@@ -274,12 +281,22 @@ def run_job(
     if "report" in stages:  # after summary.json: the report shows this run's stage times
         from cenlib.report import run_report
 
-        with console.status("report: the dataset's figures"):
+        with timed("report"), console.status("report: the dataset's figures"):
             summary["report"] = run_report(out)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         write_text_atomic(out / "summary.json", json.dumps(as_json(summary), indent=1) + "\n")
     print_summary(out, summary, console)
     return summary
+
+
+@contextlib.contextmanager
+def _timed(wall: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the wall time of ``stage`` in ``wall`` (also when it fails)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        wall[stage] = round(time.perf_counter() - t0, 2)
 
 
 def as_json(summary: dict[str, Any]) -> dict[str, Any]:

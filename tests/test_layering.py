@@ -17,6 +17,7 @@ STAGES = (
     "verify",
     "review",
     "export",
+    "report",
 )
 
 
