@@ -85,6 +85,13 @@ def test_demo_job_end_to_end(tmp_path: Path, demo_world: Path) -> None:
     assert c["captioned"] == len(prompts) and c["dead_letters"] == 0 and c["cost_total"] == 0
     assert (run / "dead_letters.jsonl").read_text() == ""
     assert "e.g. " in proc.stdout  # the summary shows a caption
+    # It ends with the dataset and its report, and the job's clock has every stage.
+    assert summary["stages"][-2:] == ["export", "report"]
+    assert set(summary["wall"]) == set(summary["stages"]) and summary["report"]["patches"] > 0
+    assert (run / "export" / "chatearthnet" / "README.md").is_file()
+    said = " ".join(proc.stdout.split())
+    assert f"dataset: {run / 'export' / 'chatearthnet'}" in said
+    assert f"report: {run / 'report.html'}" in said and (run / "report.html").is_file()
     # Secrets never reach outputs or logs.
     for p in run.rglob("*"):
         if p.is_file():
@@ -181,5 +188,5 @@ def test_run_until_prompt_then_caption_those_prompts_in_another_run(
     caps = [json.loads(ln) for ln in (second / "captions.jsonl").read_text().splitlines()]
     assert len(caps) == len(prompts.splitlines()) > 0
     assert not (second / "plan.parquet").exists()  # nothing but the caption stage ran there
-    proc, _ = _run(tmp_path, demo_world, "run", "--until", "report", name="bad")
-    assert proc.returncode == 2 and "--until 'report' is not a stage" in proc.stderr
+    proc, _ = _run(tmp_path, demo_world, "run", "--until", "publish", name="bad")
+    assert proc.returncode == 2 and "--until 'publish' is not a stage" in proc.stderr
