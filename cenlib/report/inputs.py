@@ -50,6 +50,13 @@ def read_inputs(run_dir: Path) -> RunInputs:
     try:
         table = read_table(run_dir)
     except ExportReadError as e:
+        elsewhere = _exported_to(run_dir)
+        if elsewhere is not None:
+            raise ReportError(
+                f"the run in {run_dir} exported to {elsewhere} (export.output), and the report "
+                f"reads the export under {export_root(run_dir)} only; export there too (leave "
+                "export.output unset) or copy the export into it"
+            ) from e
         raise ReportError(
             f"no exported dataset in {run_dir} ({export_root(run_dir)} has no Parquet parts); "
             "run `cen export CONFIG` (or `cen run CONFIG`) for that run first"
@@ -72,6 +79,15 @@ def read_inputs(run_dir: Path) -> RunInputs:
         history=decision_history(run_dir),
         summary=_summary(run_dir / SUMMARY),
     )
+
+
+def _exported_to(run_dir: Path) -> str | None:
+    """Where summary.json says the export went, when that is not the run's own directory."""
+    export = (_summary(run_dir / SUMMARY) or {}).get("export")
+    where = export.get("directory") if isinstance(export, dict) else None
+    if not isinstance(where, str) or Path(where).resolve() == export_root(run_dir).resolve():
+        return None
+    return where
 
 
 def _summary(path: Path) -> dict[str, Any] | None:

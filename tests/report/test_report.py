@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import re
+import shutil
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -168,3 +169,14 @@ def test_a_run_without_export_names_the_command(dolomites_run: Path, tmp_path: P
     assert res.exit_code == 2 and "cen export CONFIG" in said and str(tmp_path) in said
     with pytest.raises(ReportError, match="not a run directory"):
         run_report(tmp_path / "nowhere")
+
+
+def test_an_export_elsewhere_is_named(run_dir: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "elsewhere"
+    shutil.move(run_dir / LAYOUT, moved)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["export"]["directory"] = str(moved)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ReportError) as e:
+        run_report(run_dir)
+    assert str(moved) in str(e.value) and "export.output" in str(e.value)
