@@ -23,10 +23,14 @@ from rasterio.errors import RasterioError
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
+# GDAL's own advice for COGs on object stores (gdal.org, "Virtual file systems" and "COG").
 GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per open
-    "GDAL_HTTP_MAX_RETRY": "5",
+    "GDAL_HTTP_MAX_RETRY": "5",  # 429, 502, 503, 504 and resets, with backoff from the delay
     "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # adjacent tiles in one request
+    "GDAL_HTTP_MULTIPLEX": "YES",  # one HTTP/2 connection for concurrent reads, when offered
+    "GDAL_INGESTED_BYTES_AT_OPEN": "32768",  # a COG header (IFDs, tile index) in one GET
     "VSI_CACHE": "TRUE",
 }
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -109,6 +111,7 @@ class ShardTask:
     wc: tuple[tuple[int, ...], ...]
     url: str
     params: IngestParams
+    io_concurrency: int = 1  # patches read at once (threads; GDAL releases the GIL)
 
 
 @functools.cache  # looked up once per process, not per patch
@@ -224,21 +227,40 @@ def ingest_patch(
     return out
 
 
+def _ingest_run(task: ShardTask, rows: range) -> list[PatchOut]:
+    """Patches ``rows`` of the shard one after another, with one set of open files."""
+    with Readers() as readers:
+        return [
+            ingest_patch(
+                readers,
+                task.keys[i],
+                [task.items[j] for j in task.s2[i]],
+                [task.items[j] for j in task.wc[i]],
+                task.params,
+            )
+            for i in rows
+        ]
+
+
+def read_patches(task: ShardTask) -> list[PatchOut]:
+    """Every patch of the shard, in order; ``io_concurrency`` runs of neighbouring patches read
+    at once in threads (each with its own open datasets: a rasterio handle is not shared
+    between threads), so one patch's waits for the network overlap another's. The result does
+    not depend on the concurrency: each patch is read by itself."""
+    n = len(task.keys)
+    k = max(1, min(task.io_concurrency, n))
+    if k == 1:
+        return _ingest_run(task, range(n))
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    runs = [range(a, b) for a, b in itertools.pairwise(bounds)]
+    with ThreadPoolExecutor(k, thread_name_prefix=f"ingest-{task.index}") as pool:
+        return [o for part in pool.map(lambda r: _ingest_run(task, r), runs) for o in part]
+
+
 def ingest_shard(task: ShardTask) -> dict[str, Any]:
     """Runs on a worker: every patch of one shard, then one whole-shard write."""
     t0 = time.perf_counter()
-    outs = []
-    with Readers() as readers:
-        for key, s2i, wci in zip(task.keys, task.s2, task.wc, strict=True):
-            outs.append(
-                ingest_patch(
-                    readers,
-                    key,
-                    [task.items[i] for i in s2i],
-                    [task.items[i] for i in wci],
-                    task.params,
-                )
-            )
+    outs = read_patches(task)
     fields: dict[str, npt.NDArray[Any]] = {}
     for name in STR_FIELDS:
         fields[name] = np.array([str(o.fields.get(name, "")) for o in outs], dtype=object)
@@ -361,6 +383,7 @@ def make_tasks(
     wc_items: list[Item],
     spec: StoreSpec,
     p: IngestParams,
+    io_concurrency: int = 1,
 ) -> list[ShardTask]:
     s2_of, wc_of = assign(keys, s2_items), assign(keys, wc_items)
     tasks = []
@@ -370,7 +393,9 @@ def make_tasks(
         items: list[Item] = []
         s2 = tuple(_localise(used, items, "s2", s2_of[k], s2_items) for k in range(a, b))
         wc = tuple(_localise(used, items, "wc", wc_of[k], wc_items) for k in range(a, b))
-        tasks.append(ShardTask(i, a, tuple(keys[a:b]), tuple(items), s2, wc, spec.url, p))
+        tasks.append(
+            ShardTask(i, a, tuple(keys[a:b]), tuple(items), s2, wc, spec.url, p, io_concurrency)
+        )
     return tasks
 
 
@@ -398,7 +423,8 @@ def ingest_patches(
     spec = StoreSpec(url, len(keys), cfg.ingest.shard_patches, p.bands, cfg.grid.patch_size, fp)
     g = create_or_open(spec, provenance(cfg, urls), cfg.ingest.replace_foreign)
     done = done_shards(g)
-    tasks = [t for t in make_tasks(keys, s2_items, wc_items, spec, p) if t.index not in done]
+    tasks = make_tasks(keys, s2_items, wc_items, spec, p, cfg.ingest.io_concurrency)
+    tasks = [t for t in tasks if t.index not in done]
     if on_start:
         on_start(spec.n_shards, len(done))
     t0 = time.perf_counter()
