@@ -9,7 +9,13 @@ the life of one task, so a shard's patches reuse each file handle.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
+import itertools
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -31,6 +37,8 @@ GDAL_ENV = {
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # adjacent tiles in one request
     "GDAL_HTTP_MULTIPLEX": "YES",  # one HTTP/2 connection for concurrent reads, when offered
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",  # a COG header (IFDs, tile index) in one GET
+    "GDAL_HTTP_CONNECTTIMEOUT": "20",  # a stalled store fails the read (then retried)...
+    "GDAL_HTTP_TIMEOUT": "60",  # ...instead of hanging the task
     "VSI_CACHE": "TRUE",
 }
 
@@ -52,13 +60,70 @@ class AssetRef:
     href: str
 
 
+RETRIES = 4  # attempts after the first, per open or read, on top of GDAL's own HTTP retries
+BACKOFF = 0.25  # seconds before the first retry; doubled each time
+
+
+def _reason(e: BaseException) -> str:
+    """GDAL's own message: rasterio's "Read failed. See previous exception" hides it in the
+    exception chain."""
+    parts: list[str] = []
+    while e is not None and len(parts) < 4:
+        text = str(e).strip()
+        if text and text not in parts:
+            parts.append(text)
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return "; ".join(reversed(parts)) or type(e).__name__
+
+
+@functools.cache
+def _gdal() -> Any:
+    """The GDAL library rasterio loaded (its wheel bundles one), for the one C call rasterio
+    does not wrap; None when it cannot be found."""
+    here = Path(rasterio.__file__).parent
+    found = sorted(here.parent.glob(f"{here.name}.libs/libgdal*")) or [
+        Path(p) for p in [ctypes.util.find_library("gdal")] if p
+    ]
+    try:
+        lib = ctypes.CDLL(str(found[0])) if found else None
+        if lib is not None:
+            lib.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
+            lib.VSICurlPartialClearCache.restype = None
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+def forget_http(href: str) -> None:
+    """Drop what GDAL's process-wide /vsicurl/ cache holds of ``href``: after a connection
+    reset mid-body it may keep the short body, and every retry would read the same."""
+    lib = _gdal()
+    if lib is not None and href.startswith(("http://", "https://")):
+        lib.VSICurlPartialClearCache(f"/vsicurl/{href}".encode())
+
+
+def _permanent(e: RasterioError) -> bool:
+    """An open that no retry can mend: the file is not there (a local path, or HTTP 404)."""
+    text = _reason(e)
+    return any(m in text for m in ("No such file", "does not exist", "response code: 404"))
+
+
 class Readers(contextlib.AbstractContextManager["Readers"]):
-    """Open rasterio datasets by href, for the duration of one task."""
+    """Open rasterio datasets by href, for the duration of one task.
+
+    An open or a read that fails is retried (the dataset closed and opened again, since a
+    connection reset mid-body can leave a handle's cache in a bad state) up to
+    :data:`RETRIES` times with doubling backoff; :attr:`retries` counts them per href. A
+    failure that outlasts them is an :class:`AssetReadError` naming the asset.
+    """
 
     def __init__(self, log: list[tuple[str, Window]] | None = None) -> None:
         self._env = rasterio.Env(**GDAL_ENV)
         self._open: dict[str, Any] = {}
         self.log = log  # (href, source window) of every read, when given (benchmarks)
+        self.retries: dict[str, int] = {}
+        self.broken: set[str] = set()
+        self.sleep = time.sleep  # tests and benchmarks may shorten the backoff
         # Read plan per (source grid, patch grid): bands and days on one grid share it.
         self.rois: dict[tuple[Any, ...], tuple[Any, bool, bool]] = {}
 
@@ -77,13 +142,44 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
         self._open.clear()
         self._env.__exit__(et, ev, tb)
 
-    def dataset(self, ref: AssetRef) -> Any:
-        ds = self._open.get(ref.href)
-        if ds is None:
+    def _retry(self, ref: AssetRef, attempt: int, what: str, e: RasterioError) -> None:
+        """Back off before attempt ``attempt + 1``, or raise when none is left."""
+        if attempt >= RETRIES or ref.href in self.broken:
+            self.broken.add(ref.href)  # outlasted its retries once: the next failure is final
+            tries = f" after {attempt + 1} attempts" if attempt else ""
+            raise AssetReadError(
+                ref.item_id, ref.asset, ref.href, f"{what}{tries}: {_reason(e)}"
+            ) from e
+        self.retries[ref.href] = self.retries.get(ref.href, 0) + 1
+        ds = self._open.pop(ref.href, None)
+        if ds is not None:
+            ds.close()
+        forget_http(ref.href)
+        self.sleep(BACKOFF * 2**attempt)
+
+    def read(self, ref: AssetRef, window: Window) -> npt.NDArray[Any]:
+        """Band 1 of the asset in ``window``, retried as the class says."""
+        for attempt in itertools.count():
+            ds = self.dataset(ref)
             try:
-                ds = rasterio.open(ref.href)
+                return cast(npt.NDArray[Any], ds.read(1, window=window))
             except RasterioError as e:
-                raise AssetReadError(ref.item_id, ref.asset, ref.href, f"cannot open: {e}") from e
+                self._retry(ref, attempt, "read failed", e)
+        raise AssertionError("unreachable")
+
+    def dataset(self, ref: AssetRef) -> Any:
+        ds: Any = self._open.get(ref.href)
+        if ds is None:
+            for attempt in itertools.count():
+                try:
+                    ds = rasterio.open(ref.href)
+                    break
+                except RasterioError as e:
+                    if _permanent(e):
+                        raise AssetReadError(  # not transient: no retry
+                            ref.item_id, ref.asset, ref.href, f"cannot open: {_reason(e)}"
+                        ) from e
+                    self._retry(ref, attempt, "cannot open", e)
             if ds.crs is None:
                 ds.close()
                 raise AssetReadError(
@@ -136,10 +232,7 @@ def read_stack_onto(
     for ref in refs:
         if readers.log is not None:
             readers.log.append((ref.href, window))
-        try:
-            datas.append(readers.dataset(ref).read(1, window=window))
-        except RasterioError as e:
-            raise AssetReadError(ref.item_id, ref.asset, ref.href, f"read failed: {e}") from e
+        datas.append(readers.read(ref, window))
     out = np.full((len(refs), *dst.shape.yx), nodata, dtype=first.dtypes[0])
     if paste:
         # Same pixel grid up to a whole-pixel shift: no resampling at all.

@@ -67,6 +67,7 @@ class IngestSummary(Summary):
     bytes_written: int
     seconds: float
     failure_rows: int = 0
+    retries: int = 0  # opens and reads that failed and were tried again (then read or not)
     preview: str = ""
     search: SearchSummary | None = None  # the search the entry ran first (own summary line)
 
@@ -81,6 +82,7 @@ class IngestSummary(Summary):
             f"{self.shards_written} written, {self.shards_skipped} already done; "
             f"{self.bytes_written / 2**20:.1f} MiB in {self.seconds} s; "
             f"{self.failure_rows} rows in failures.jsonl"
+            + (f"; {self.retries} reads retried" if self.retries else "")
         )
 
 
@@ -227,10 +229,11 @@ def ingest_patch(
     return out
 
 
-def _ingest_run(task: ShardTask, rows: range) -> list[PatchOut]:
-    """Patches ``rows`` of the shard one after another, with one set of open files."""
+def _ingest_run(task: ShardTask, rows: range) -> tuple[list[PatchOut], int]:
+    """Patches ``rows`` of the shard one after another, with one set of open files; and how
+    many opens and reads had to be retried."""
     with Readers() as readers:
-        return [
+        outs = [
             ingest_patch(
                 readers,
                 task.keys[i],
@@ -240,9 +243,10 @@ def _ingest_run(task: ShardTask, rows: range) -> list[PatchOut]:
             )
             for i in rows
         ]
+        return outs, sum(readers.retries.values())
 
 
-def read_patches(task: ShardTask) -> list[PatchOut]:
+def read_patches(task: ShardTask) -> tuple[list[PatchOut], int]:
     """Every patch of the shard, in order; ``io_concurrency`` runs of neighbouring patches read
     at once in threads (each with its own open datasets: a rasterio handle is not shared
     between threads), so one patch's waits for the network overlap another's. The result does
@@ -254,13 +258,14 @@ def read_patches(task: ShardTask) -> list[PatchOut]:
     bounds = [round(i * n / k) for i in range(k + 1)]
     runs = [range(a, b) for a, b in itertools.pairwise(bounds)]
     with ThreadPoolExecutor(k, thread_name_prefix=f"ingest-{task.index}") as pool:
-        return [o for part in pool.map(lambda r: _ingest_run(task, r), runs) for o in part]
+        parts = list(pool.map(lambda r: _ingest_run(task, r), runs))
+    return [o for outs, _ in parts for o in outs], sum(r for _, r in parts)
 
 
 def ingest_shard(task: ShardTask) -> dict[str, Any]:
     """Runs on a worker: every patch of one shard, then one whole-shard write."""
     t0 = time.perf_counter()
-    outs = read_patches(task)
+    outs, retries = read_patches(task)
     fields: dict[str, npt.NDArray[Any]] = {}
     for name in STR_FIELDS:
         fields[name] = np.array([str(o.fields.get(name, "")) for o in outs], dtype=object)
@@ -299,6 +304,7 @@ def ingest_shard(task: ShardTask) -> dict[str, Any]:
         "ok": sum(o.fields["status"] == "ok" for o in outs),
         "bytes": nbytes,
         "seconds": time.perf_counter() - t0,
+        "retries": retries,
     }
 
 
@@ -450,6 +456,7 @@ def ingest_patches(
         ok=int((status == "ok").sum()),
         failed=int((status == "failed").sum()),
         bytes_written=sum(r["bytes"] for r in results),
+        retries=sum(r.get("retries", 0) for r in results),
         seconds=round(seconds, 2),
     )
 

@@ -7,6 +7,7 @@ relative href against its own URL, which points nowhere.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +108,20 @@ def _get(url: str, timeout: float = 2.0) -> Json:
 
 @contextlib.contextmanager
 def serve(
-    paths: Sequence[Path], port: int | None = None, host: str = "127.0.0.1", timeout: float = 60.0
+    paths: Sequence[Path],
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 60.0,
+    transform: Callable[[Json], Json] | None = None,
 ) -> Iterator[str]:
     """Serve the STAC JSON under `paths` as an API on loopback; yield its root URL.
 
-    The server always stops when the block exits, even on error.
+    ``transform`` rewrites each item before it is loaded (e.g. its asset hrefs to an HTTP file
+    server's). The server always stops when the block exits, even on error.
     """
     collections, items = collect([Path(p) for p in paths])
+    if transform is not None:
+        items = {c: [transform(it) for it in its] for c, its in items.items()}
     with tempfile.TemporaryDirectory(prefix="cen-stac-") as tmp:
         load: list[str] = []
         for cid, coll in sorted(collections.items()):
@@ -176,10 +184,23 @@ def world_catalogs(world: Path) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def serve_world(world: Path, host: str = "127.0.0.1") -> Iterator[dict[str, str]]:
-    """Serve each catalogue of a world as its own API (they share collection ids, as in reality)."""
+def serve_world(
+    world: Path, host: str = "127.0.0.1", files_url: str | None = None
+) -> Iterator[dict[str, str]]:
+    """Serve each catalogue of a world as its own API (they share collection ids, as in reality).
+
+    With ``files_url`` (the root URL of an HTTP server of the world's directory, such as
+    :func:`cenlib.stac.files.serve_files`), the items' assets point at it instead of the files,
+    as a cloud catalogue's point at its object store.
+    """
+    transform = None
+    if files_url is not None:
+        from cenlib.stac.files import rehref
+
+        root = Path(world).resolve()
+        transform = functools.partial(rehref, base_url=files_url, root=root)
     with contextlib.ExitStack() as stack:
         yield {
-            name: stack.enter_context(serve([path], host=host))
+            name: stack.enter_context(serve([path], host=host, transform=transform))
             for name, path in world_catalogs(world).items()
         }
