@@ -178,10 +178,10 @@ class IngestConfig(_Record):
     resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
     shard_patches: int = Field(16, ge=1, le=4096, description="patches per Zarr shard (one task)")
     io_concurrency: int = Field(
-        8,
+        4,
         ge=1,
         le=256,
-        description="patches of a shard read at once, in threads (overlaps network waits)",
+        description="patches of a shard read at once in threads when its COGs are on HTTP(S)",
     )
     store: str | None = Field(
         None, description="Zarr store path or fsspec URL; default <output>/dataset.zarr"

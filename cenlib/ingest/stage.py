@@ -246,13 +246,23 @@ def _ingest_run(task: ShardTask, rows: range) -> tuple[list[PatchOut], int]:
         return outs, sum(readers.retries.values())
 
 
+def _remote(items: tuple[Item, ...]) -> bool:
+    return any(
+        str(a.get("href", "")).startswith(("http://", "https://"))
+        for it in items
+        for a in it.get("assets", {}).values()
+    )
+
+
 def read_patches(task: ShardTask) -> tuple[list[PatchOut], int]:
-    """Every patch of the shard, in order; ``io_concurrency`` runs of neighbouring patches read
-    at once in threads (each with its own open datasets: a rasterio handle is not shared
-    between threads), so one patch's waits for the network overlap another's. The result does
-    not depend on the concurrency: each patch is read by itself."""
+    """Every patch of the shard, in order. When its assets are on HTTP(S), ``io_concurrency``
+    runs of neighbouring patches are read at once in threads (each with its own open datasets:
+    a rasterio handle is not shared between threads), so one patch's waits for the network
+    overlap another's. The result does not depend on the concurrency: each patch is read by
+    itself."""
     n = len(task.keys)
-    k = max(1, min(task.io_concurrency, n))
+    # Local files do not wait on a network: threads would only contend for the cores.
+    k = max(1, min(task.io_concurrency, n)) if _remote(task.items) else 1
     if k == 1:
         return _ingest_run(task, range(n))
     bounds = [round(i * n / k) for i in range(k + 1)]

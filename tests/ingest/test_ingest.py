@@ -302,23 +302,3 @@ def test_named_seasons_restrict_the_days(
     w = ingest_patches(winter, keys, s2, wc, world_apis, dask_client)
     reasons = set(xr.open_zarr(w["store"], consolidated=False).reason.values)
     assert w["ok"] == 0 and all("seasons ['winter']" in r for r in reasons if "WorldCover" not in r)
-
-
-def test_concurrent_reads_give_the_same_store(
-    tmp_path: Path, world_apis: dict[str, str], dask_client: Client
-) -> None:
-    """Patches of a shard read in threads (ingest.io_concurrency) give the store, byte for byte,
-    that one-at-a-time reads give."""
-    s2, wc = _items(world_apis, DOLOMITES)
-    keys = list(Grid().covering(DOLOMITES))
-    stores = []
-    for n in (1, 5):
-        cfg = _cfg(tmp_path / str(n), ingest={"shard_patches": 8, "io_concurrency": n})
-        summary = ingest_patches(cfg, keys, s2, wc, world_apis, dask_client)
-        assert summary["ok"] >= len(keys) // 2
-        stores.append(Path(summary["store"]))
-    a, b = stores
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.parent != a)
-    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.parent != b)
-    for rel in files:
-        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel

@@ -69,6 +69,8 @@ def test_over_http_the_same_store(
     dask_client: Client,
     tmp_path: Path,
 ) -> None:
+    """Over HTTP a shard's patches are read 4 at a time (ingest.io_concurrency), from local
+    files one after another: the same bytes."""
     fs, apis = served
     s2, _ = _items(apis)
     assert all(a["href"].startswith(fs.url) for it in s2 for a in it["assets"].values())

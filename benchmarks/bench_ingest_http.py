@@ -1,0 +1,95 @@
+"""Ingest at cloud latency: the demo world's COGs served over HTTP by the loopback object-store
+server (cenlib.stac.files) with 0, 20 and 50 ms before each response's first byte; the same
+patches ingested with ingest.io_concurrency 1, 4 and 16 on 1 and 2 workers. Reports patches/s,
+the speed-up of concurrency against one read at a time in the same run, and HTTP requests and
+bytes per patch (from the server's log). Each run gets a fresh server (a new port), so no run
+reads what GDAL cached in an earlier one.
+
+Not yet here (issue 14): odc-stac's `load` on the same patches, the minimum request count from
+the tile index, async-tiff. Set CEN_BENCH_LATENCIES (ms, comma-separated) to run others.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, LocalCluster
+
+from cenlib.config import RunConfig, parse_config
+from cenlib.grid import Grid
+from cenlib.ingest.stage import ingest_patches
+from cenlib.stac.files import ServeOptions, serve_files
+from cenlib.stac.search import SearchRequest, search
+from cenlib.stac.server import serve_world
+from cenlib.world.build import ensure_world
+
+LATENCIES = [float(s) / 1000 for s in os.environ.get("CEN_BENCH_LATENCIES", "0,20,50").split(",")]
+CONCURRENCY = (1, 4, 16)
+SHARD = 16
+
+
+def _inputs(apis: dict[str, str], manifest: dict[str, Any]) -> tuple[list[Any], Any, Any]:
+    cfg = RunConfig()
+    keys, s2, wc = [], [], []
+    for a in manifest["areas"]:
+        bbox = tuple(a["bbox"])
+        keys += list(Grid().covering(bbox))
+        req = SearchRequest(apis["earth-search"], "sentinel-2-l2a", bbox, cfg.time.interval)
+        s2 += [i.to_dict() for i in search(req).items]
+        req = SearchRequest(apis["planetary-computer"], "esa-worldcover", bbox)
+        wc += [i.to_dict() for i in search(req).items]
+    return keys, list({i["id"]: i for i in s2}.values()), list({i["id"]: i for i in wc}.values())
+
+
+def _run(
+    world: Path, manifest: dict[str, Any], latency: float, io: int, client: Client, out: Path
+) -> tuple[float, int, int, int]:
+    """(seconds, patches, requests, bytes) of one ingest through a fresh server."""
+    with (
+        serve_files(world, ServeOptions(latency=latency)) as fs,
+        serve_world(world, files_url=fs.url) as apis,
+    ):
+        keys, s2, wc = _inputs(apis, manifest)
+        fs.log.clear()
+        cfg = parse_config(
+            {"output": str(out), "ingest": {"shard_patches": SHARD, "io_concurrency": io}}
+        )
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        ingest_patches(cfg, keys, s2, wc, apis, client)
+        seconds = time.perf_counter() - t0
+        c = fs.counters
+    return seconds, len(keys), c.requests, c.bytes_sent
+
+
+def main() -> None:
+    world = Path(tempfile.gettempdir()) / "cen-bench-worlds" / "demo-seed0"
+    manifest = ensure_world(world, "demo", 0)
+    work = Path(tempfile.mkdtemp(prefix="cen-bench-ingest-http-"))
+    for workers in (1, 2):
+        with (
+            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as lc,
+            Client(lc) as client,
+        ):
+            _run(world, manifest, 0.0, 1, client, work / "warm")  # page cache, imports
+            for latency in LATENCIES:
+                base = None
+                for io in CONCURRENCY:
+                    s, n, req, nbytes = _run(world, manifest, latency, io, client, work / "run")
+                    base = base or s
+                    print(
+                        f"ingest over HTTP, {latency * 1000:.0f} ms, {workers} worker(s), "
+                        f"io_concurrency {io:2d}: {n} patches in {s:.1f} s = {n / s:.1f} "
+                        f"patches/s (x{base / s:.2f} vs 1); {req / n:.1f} requests and "
+                        f"{nbytes / n / 2**20:.2f} MiB per patch"
+                    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
