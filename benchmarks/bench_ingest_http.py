@@ -6,7 +6,8 @@ bytes per patch (from the server's log). Each run gets a fresh server (a new por
 reads what GDAL cached in an earlier one.
 
 Not yet here (issue 14): odc-stac's `load` on the same patches, the minimum request count from
-the tile index, async-tiff. Set CEN_BENCH_LATENCIES (ms, comma-separated) to run others.
+the tile index, async-tiff. CEN_BENCH_LATENCIES (ms) and CEN_BENCH_WORKERS (comma-separated)
+choose other runs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from cenlib.stac.server import serve_world
 from cenlib.world.build import ensure_world
 
 LATENCIES = [float(s) / 1000 for s in os.environ.get("CEN_BENCH_LATENCIES", "0,20,50").split(",")]
+WORKERS = [int(s) for s in os.environ.get("CEN_BENCH_WORKERS", "1,2").split(",")]
 CONCURRENCY = (1, 4, 16)
 SHARD = 16
 
@@ -71,7 +73,7 @@ def main() -> None:
     world = Path(tempfile.gettempdir()) / "cen-bench-worlds" / "demo-seed0"
     manifest = ensure_world(world, "demo", 0)
     work = Path(tempfile.mkdtemp(prefix="cen-bench-ingest-http-"))
-    for workers in (1, 2):
+    for workers in WORKERS:
         with (
             LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as lc,
             Client(lc) as client,

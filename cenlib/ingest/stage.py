@@ -9,6 +9,7 @@ tolerates are stored per patch in the store itself, so a killed run loses none o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import itertools
@@ -52,6 +53,7 @@ from cenlib.ingest.store import (
 )
 from cenlib.io import stable_hash
 from cenlib.search import SearchSummary
+from cenlib.stac import dialects
 from cenlib.summary import Summary
 
 
@@ -254,6 +256,30 @@ def _remote(items: tuple[Item, ...]) -> bool:
     )
 
 
+def _first_reads(task: ShardTask) -> list[AssetRef]:
+    """What every patch of the shard reads first: the SCL of each Sentinel-2 item (scene
+    choice) and each WorldCover map."""
+    sign, sign_wc = signer(task.params.sign_s2), signer(task.params.sign_wc)
+    refs = []
+    for j in sorted({j for js in task.s2 for j in js}):
+        it = task.items[j]
+        key = dialects.asset_key(dialects.detect(it), "scl")
+        if key in it.get("assets", {}):
+            refs.append(AssetRef(it["id"], key, sign(str(it["assets"][key]["href"]))))
+    for j in sorted({j for js in task.wc for j in js}):
+        it = task.items[j]
+        if "map" in it.get("assets", {}):
+            refs.append(AssetRef(it["id"], "map", sign_wc(str(it["assets"]["map"]["href"]))))
+    return refs
+
+
+def _open_once(ref: AssetRef) -> None:
+    """Open and close: the COG's header lands in GDAL's process-wide /vsicurl/ cache, so the
+    patches' own opens of it cost no request. A failure is left to the patch that reads it."""
+    with contextlib.suppress(AssetReadError), Readers() as readers:
+        readers.dataset(ref)
+
+
 def read_patches(task: ShardTask) -> tuple[list[PatchOut], int]:
     """Every patch of the shard, in order. When its assets are on HTTP(S), ``io_concurrency``
     runs of neighbouring patches are read at once in threads (each with its own open datasets:
@@ -268,6 +294,8 @@ def read_patches(task: ShardTask) -> tuple[list[PatchOut], int]:
     bounds = [round(i * n / k) for i in range(k + 1)]
     runs = [range(a, b) for a, b in itertools.pairwise(bounds)]
     with ThreadPoolExecutor(k, thread_name_prefix=f"ingest-{task.index}") as pool:
+        # The headers every patch needs, k at a time, before the patches queue for them.
+        list(pool.map(_open_once, _first_reads(task)))
         parts = list(pool.map(lambda r: _ingest_run(task, r), runs))
     return [o for outs, _ in parts for o in outs], sum(r for _, r in parts)
 
