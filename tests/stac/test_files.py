@@ -257,7 +257,9 @@ def test_a_client_that_hangs_up_ends_its_response(
     store: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     size = (store / "cog.tif").stat().st_size
-    with serve_files(store) as s:
+    # At 1 MB/s the body takes seconds: loopback buffers could otherwise swallow all of it
+    # before the hang-up reaches the server.
+    with serve_files(store, ServeOptions(bandwidth=1e6)) as s:
         conn = http.client.HTTPConnection(urlsplit(s.url).netloc, timeout=10)
         conn.request("GET", "/cog.tif")
         r = conn.getresponse()
