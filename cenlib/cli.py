@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cenlib.config import ConfigError, RunConfig, load_config
+from cenlib.config import ConfigError, RunConfig, load_config, with_cluster
 from cenlib.errors import CenError
 
 app = typer.Typer(
@@ -26,12 +26,27 @@ stac_app = typer.Typer(no_args_is_help=True, help="Serve and search STAC APIs.")
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(stac_app, name="stac")
+cluster_app = typer.Typer(no_args_is_help=True, help="Cluster specs (cluster/*.yaml).")
+app.add_typer(cluster_app, name="cluster")
 err = Console(stderr=True)
 
+# Every job command takes the cluster from the config, or from one of these (they win).
+ClusterOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cluster",
+        help="a cluster spec: cluster/local.yaml | scheduler.yaml | slurm.yaml | kubernetes.yaml",
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="a running scheduler's address, e.g. tcp://host:8786"),
+]
 
-def _load(path: Path) -> RunConfig:
+
+def _load(path: Path, cluster: Path | None = None, scheduler: str | None = None) -> RunConfig:
     try:
-        return load_config(path)
+        return with_cluster(load_config(path), cluster, scheduler)
     except ConfigError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from e
@@ -137,13 +152,16 @@ def _run(
     stages: tuple[str, ...] | str,
     max_cost: float | None = None,
     prompts_from: Path | None = None,
+    cluster: Path | None = None,
+    scheduler: str | None = None,
 ) -> None:
     """Run ``stages`` (or every stage up to the one named) and turn errors into exit codes."""
     from cenlib.job import incomplete, run_job, stages_until
 
     try:
         todo = stages_until(stages) if isinstance(stages, str) else stages
-        summary = run_job(_load(config), stages=todo, max_cost=max_cost, prompts_from=prompts_from)
+        cfg = _load(config, cluster, scheduler)
+        summary = run_job(cfg, stages=todo, max_cost=max_cost, prompts_from=prompts_from)
     except CenError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         raise typer.Exit(e.exit_code) from e
@@ -171,27 +189,41 @@ def run(
             help="stop after this stage: plan|ingest|analyze|prompt|caption|verify|export|report"
         ),
     ] = "report",
+    cluster: ClusterOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Run the dataset job: every stage in order (up to --until), on a Dask cluster."""
-    _run(config, until)
+    _run(config, until, cluster=cluster, scheduler=scheduler)
 
 
 @app.command("plan")
-def plan(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+def plan(
+    config: Annotated[Path, typer.Argument(help="YAML run configuration")],
+    cluster: ClusterOpt = None,
+    scheduler: SchedulerOpt = None,
+) -> None:
     """Plan the patches (writes <output>/plan.parquet)."""
-    _run(config, ("plan",))
+    _run(config, ("plan",), cluster=cluster, scheduler=scheduler)
 
 
 @app.command("ingest")
-def ingest(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+def ingest(
+    config: Annotated[Path, typer.Argument(help="YAML run configuration")],
+    cluster: ClusterOpt = None,
+    scheduler: SchedulerOpt = None,
+) -> None:
     """Search and ingest the planned patches into the Zarr store (resumes where it stopped)."""
-    _run(config, ("ingest",))
+    _run(config, ("ingest",), cluster=cluster, scheduler=scheduler)
 
 
 @app.command("analyze")
-def analyze(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+def analyze(
+    config: Annotated[Path, typer.Argument(help="YAML run configuration")],
+    cluster: ClusterOpt = None,
+    scheduler: SchedulerOpt = None,
+) -> None:
     """Land-cover counts per region and layout descriptors -> <output>/analysis.parquet."""
-    _run(config, ("analyze",))
+    _run(config, ("analyze",), cluster=cluster, scheduler=scheduler)
 
 
 @app.command("caption")
@@ -211,6 +243,8 @@ def caption(
             "this run's output first"
         ),
     ] = None,
+    cluster: ClusterOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Caption every prompt through the endpoint pool (resumes; never pays twice for a key).
 
@@ -226,7 +260,7 @@ def caption(
             err.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from e
         return
-    _run(config, ("caption",), max_cost, prompts)
+    _run(config, ("caption",), max_cost, prompts, cluster, scheduler)
 
 
 @app.command("prompt")
@@ -240,6 +274,8 @@ def prompt(
     ] = None,
     style: Annotated[str, typer.Option(help="preview: prompt style")] = "chatearthnet-3.5",
     seed: Annotated[int, typer.Option(help="preview: seed of the wording choices")] = 0,
+    cluster: ClusterOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Build the prompts of a run, or preview what a model would be asked for class maps.
 
@@ -248,7 +284,7 @@ def prompt(
     statistics the prompt states and the chat messages, before anything is sent or paid for.
     """
     if target != "preview":
-        _run(Path(target), ("prompt",))
+        _run(Path(target), ("prompt",), cluster=cluster, scheduler=scheduler)
         return
     from cenlib.prompts import PreviewError, preview_labels
 
@@ -283,6 +319,8 @@ def verify(
         float | None,
         typer.Option(help="USD budget for the run directory, repairs included"),
     ] = None,
+    cluster: ClusterOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Check every caption against its patch's land cover; repair through the pool.
 
@@ -291,7 +329,7 @@ def verify(
     pass, score and the violations (type, class, words, span, reason).
     """
     if target != "preview":
-        _run(Path(target), ("verify",), max_cost)
+        _run(Path(target), ("verify",), max_cost, cluster=cluster, scheduler=scheduler)
         return
     from cenlib.prompts import PreviewError
     from cenlib.verify import preview_verdicts
@@ -308,13 +346,17 @@ def verify(
 
 
 @app.command("export")
-def export(config: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+def export(
+    config: Annotated[Path, typer.Argument(help="YAML run configuration")],
+    cluster: ClusterOpt = None,
+    scheduler: SchedulerOpt = None,
+) -> None:
     """Export the verified (and reviewed) captions in ChatEarthNet's layout, split by place.
 
     Writes <output>/export/chatearthnet/: PNGs per patch (RGB, false colour, land-cover map)
     and caption files per model and split (train / validation / test, spatially disjoint).
     """
-    _run(config, ("export",))
+    _run(config, ("export",), cluster=cluster, scheduler=scheduler)
 
 
 @app.command("review")
@@ -390,3 +432,28 @@ def report(
         if broken or check.blocked:
             err.print(f"[red]error:[/] {broken} images did not load; requests {check.blocked}")
             raise typer.Exit(1)
+
+
+@cluster_app.command("spec")
+def cluster_spec(
+    spec: Annotated[Path, typer.Argument(help="a cluster spec, e.g. cluster/kubernetes.yaml")],
+) -> None:
+    """Print what a spec starts, without starting it: the Kubernetes DaskCluster resource (apply
+    it with `kubectl apply -f`), or the SLURM job script of one worker job."""
+    import yaml
+
+    from cenlib.cluster import kubernetes_spec, slurm_job_script
+    from cenlib.config import load_cluster_spec
+
+    try:
+        cc = load_cluster_spec(spec)
+    except ConfigError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from e
+    if cc.kind == "kubernetes":
+        typer.echo(yaml.safe_dump(kubernetes_spec(cc.kubernetes), sort_keys=False), nl=False)
+    elif cc.kind == "slurm":
+        typer.echo(slurm_job_script(cc))
+    else:
+        err.print(f"[red]error:[/] {spec}: kind {cc.kind!r}: only slurm and kubernetes print")
+        raise typer.Exit(2)

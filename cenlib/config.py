@@ -422,20 +422,100 @@ class ExportConfig(_Record):
         return self
 
 
-class ClusterConfig(_Record):
-    """Where the job runs: a LocalCluster of worker processes, or an existing scheduler."""
+class TLSConfig(_Record):
+    """Certificates for a TLS scheduler (``tls://``): the CA that signed the scheduler's and
+    workers' certificates, and this client's own certificate and key (PEM files)."""
 
-    kind: Literal["local", "address"] = "local"
+    ca_file: Path
+    cert: Path
+    key: Path
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> TLSConfig:
+        for name in ("ca_file", "cert", "key"):
+            path = getattr(self, name)
+            if not Path(path).is_file():
+                raise ValueError(
+                    f"tls.{name}: {path} is not a file; give the PEM file's path "
+                    "(cluster/tls.sh makes a self-signed CA and certificates)"
+                )
+        return self
+
+
+class SlurmConfig(_Record):
+    """Workers as SLURM jobs through dask-jobqueue's ``SLURMCluster``: one job per ``processes``
+    workers, scaled between ``minimum`` and ``maximum`` jobs by Dask's adaptive scaling."""
+
+    queue: str | None = None
+    account: str | None = None
+    cores: int = Field(1, ge=1)
+    processes: int = Field(1, ge=1)
+    memory: str = "4GiB"
+    walltime: str = "01:00:00"
+    minimum: int = Field(1, ge=0)
+    maximum: int = Field(2, ge=1)
+    # Lines run in the job script before the worker starts (module load, activate the venv).
+    job_script_prologue: tuple[str, ...] = ()
+    # Extra `#SBATCH` directives, e.g. "--exclusive" or "--gres=gpu:1".
+    job_extra_directives: tuple[str, ...] = ()
+    # The python that starts the workers (default: the one running the job).
+    python: str | None = None
+    # Where SLURM writes the workers' logs; local scratch for worker spill.
+    log_directory: str | None = None
+    local_directory: str | None = None
+    # The network interface the scheduler listens on (the one the compute nodes reach).
+    interface: str | None = None
+    scheduler_host: str | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SlurmConfig:
+        if self.minimum > self.maximum:
+            raise ValueError(f"minimum ({self.minimum}) > maximum ({self.maximum}) jobs")
+        return self
+
+
+class KubernetesConfig(_Record):
+    """A ``DaskCluster`` resource of the Dask Kubernetes operator (its CRD), made with the
+    operator's ``make_cluster_spec``; ``cen cluster spec`` prints it offline."""
+
+    name: str = Field("cen", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str | None = None
+    image: str = "cenlib:latest"
+    n_workers: int = Field(2, ge=0)
+    minimum: int = Field(1, ge=0)
+    maximum: int = Field(4, ge=1)
+    # Per worker container, as Kubernetes writes them: {"limits": {"cpu": "2", "memory": "8Gi"}}.
+    resources: dict[str, dict[str, str]] = {}
+    # Plain environment for the pods; secrets belong in Kubernetes Secrets, never here.
+    env: dict[str, str] = {}
+    worker_command: str = "dask worker"
+
+
+class ClusterConfig(_Record):
+    """Where the job runs: a LocalCluster of worker processes, an existing scheduler (optionally
+    TLS), SLURM jobs (dask-jobqueue) or a Kubernetes DaskCluster (the Dask operator)."""
+
+    kind: Literal["local", "address", "slurm", "kubernetes"] = "local"
     n_workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str = "4GiB"
     address: str | None = None
     dashboard_address: str = ":0"
+    tls: TLSConfig | None = None
+    slurm: SlurmConfig = SlurmConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    # Seconds to wait for the first worker of an external, SLURM or Kubernetes cluster.
+    worker_timeout: float = Field(300, gt=0)
 
     @model_validator(mode="after")
     def _address_given(self) -> ClusterConfig:
         if self.kind == "address" and not self.address:
             raise ValueError("kind 'address' needs 'address: tcp://host:8786'")
+        if self.address and self.address.startswith("tls://") and self.tls is None:
+            raise ValueError(
+                f"address {self.address} is TLS: add tls: {{ca_file, cert, key}} "
+                "(the CA and this client's certificate)"
+            )
         return self
 
 
@@ -509,6 +589,47 @@ def parse_config(data: Any, source: str = "<config>") -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_errors(source, e)) from e
+
+
+def load_cluster_spec(path: str | Path) -> ClusterConfig:
+    """Read a cluster spec (a YAML file whose ``cluster:`` block is a :class:`ClusterConfig`,
+    such as ``cluster/slurm.yaml``); the block may also be the whole file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            f"--cluster {p}: no such file; pass a spec such as cluster/local.yaml, "
+            "cluster/scheduler.yaml, cluster/slurm.yaml or cluster/kubernetes.yaml"
+        )
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if isinstance(data, dict) and set(data) == {"cluster"}:
+        data = data["cluster"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a cluster spec is a mapping (a `cluster:` block)")
+    try:
+        return ClusterConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(f"{p} (cluster)", e)) from e
+
+
+def with_cluster(
+    cfg: RunConfig, spec: str | Path | None = None, scheduler: str | None = None
+) -> RunConfig:
+    """``cfg`` with its cluster replaced by a spec file (``--cluster``) or a scheduler address
+    (``--scheduler``, which keeps the config's TLS settings); the flags win over the config."""
+    if spec is not None and scheduler is not None:
+        raise ConfigError("--cluster and --scheduler: give one of them, not both")
+    if spec is not None:
+        return cfg.model_copy(update={"cluster": load_cluster_spec(spec)})
+    if scheduler is not None:
+        try:
+            cc = ClusterConfig(kind="address", address=scheduler, tls=cfg.cluster.tls)
+        except ValidationError as e:
+            raise ConfigError(_format_errors("--scheduler", e)) from e
+        return cfg.model_copy(update={"cluster": cc})
+    return cfg
 
 
 def load_config(path: str | Path) -> RunConfig:

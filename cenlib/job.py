@@ -29,7 +29,7 @@ from rich.table import Table
 
 from cenlib.analysis import run_analysis
 from cenlib.captions import CAPTIONS, CaptionError, CaptionSummary, run_captions
-from cenlib.cluster import make_client
+from cenlib.cluster import external, make_client
 from cenlib.config import CaptionConfig, RunConfig
 from cenlib.errors import CenError
 from cenlib.ingest import run_ingest
@@ -226,9 +226,8 @@ def run_job(
             else ({}, [])
         )
         client = stack.enter_context(make_client(cfg.cluster))
-        if cfg.cluster.kind == "address":
-            # An external cluster may still be starting its workers.
-            client.wait_for_workers(1, timeout=120)
+        if external(cfg.cluster):  # its workers may still be starting (or queued in SLURM)
+            client.wait_for_workers(1, timeout=cfg.cluster.worker_timeout)
         console.print(f"Dask dashboard: [link]{client.dashboard_link}[/link]")
         n_workers = len(client.scheduler_info().get("workers", {}))
         summary["cluster"] = {"workers": n_workers, "dashboard": client.dashboard_link}
