@@ -604,7 +604,12 @@ def load_cluster_spec(path: str | Path) -> ClusterConfig:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
-    if isinstance(data, dict) and set(data) == {"cluster"}:
+    if isinstance(data, dict) and "cluster" in data:
+        if set(data) != {"cluster"}:
+            raise ConfigError(
+                f"{p}: a run configuration, not a cluster spec; pass a file that holds only a "
+                "`cluster:` block (cluster/*.yaml), or run that configuration itself"
+            )
         data = data["cluster"]
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a cluster spec is a mapping (a `cluster:` block)")
