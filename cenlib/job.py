@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from distributed import Client
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -35,6 +36,7 @@ from cenlib.errors import CenError
 from cenlib.ingest import run_ingest
 from cenlib.io import clear_failures, write_atomic, write_text_atomic
 from cenlib.plan import plan_path, run_plan
+from cenlib.profile import profile_table, stage_profile
 from cenlib.progress import progress_bar
 from cenlib.prompts import PROMPTS, run_prompts
 from cenlib.search import Aoi
@@ -217,7 +219,8 @@ def run_job(
     summary: dict[str, Any] = {"name": cfg.name, "output": str(out), "stages": list(stages)}
     wall: dict[str, float] = {}  # seconds per stage, as the job saw them
     summary["wall"] = wall
-    timed = functools.partial(_timed, wall)
+    profiles: dict[str, dict[str, Any]] = {}  # per stage: tasks, bytes, memory, activities
+    summary["profile"] = profiles
     needs_sources = bool({"plan", "ingest"} & set(stages))
     with contextlib.ExitStack() as stack:
         urls, aois = (
@@ -231,6 +234,7 @@ def run_job(
         console.print(f"Dask dashboard: [link]{client.dashboard_link}[/link]")
         n_workers = len(client.scheduler_info().get("workers", {}))
         summary["cluster"] = {"workers": n_workers, "dashboard": client.dashboard_link}
+        timed = functools.partial(_profiled, wall, profiles, client, out)
         if "plan" in stages:
             with timed("plan"), progress_bar(console) as bar:
                 task = bar.add_task("plan: WorldCover search", total=None)
@@ -280,12 +284,26 @@ def run_job(
     if "report" in stages:  # after summary.json: the report shows this run's stage times
         from cenlib.report import run_report
 
-        with timed("report"), console.status("report: the dataset's figures"):
+        with _timed(wall, "report"), console.status("report: the dataset's figures"):
             summary["report"] = run_report(out)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         write_text_atomic(out / "summary.json", json.dumps(as_json(summary), indent=1) + "\n")
     print_summary(out, summary, console)
     return summary
+
+
+@contextlib.contextmanager
+def _profiled(
+    wall: dict[str, float],
+    profiles: dict[str, dict[str, Any]],
+    client: Client,
+    out: Path,
+    stage: str,
+) -> Iterator[None]:
+    """Run the body as ``stage``: timed, in its Dask span, with its performance report."""
+    with _timed(wall, stage), stage_profile(client, stage, out) as prof:
+        yield
+    profiles[stage] = prof.figures
 
 
 @contextlib.contextmanager
@@ -345,10 +363,12 @@ def print_summary(out: Path, summary: dict[str, Any], console: Console) -> None:
     table.add_column("bytes", justify="right")
     for p in sorted(out.rglob("*")):
         rel = str(p.relative_to(out))
-        skip = ("prompts/", "responses/", "export/", "verify/")
+        skip = ("prompts/", "responses/", "export/", "verify/", "profile/")
         if p.is_file() and ".zarr" not in rel and not rel.startswith(skip):
             table.add_row(str(p.relative_to(out)), f"{p.stat().st_size:,}")
     console.print(table)
+    if summary.get("profile"):
+        console.print(profile_table(summary["profile"], out))
     export, report = summary.get("export"), summary.get("report")
     if isinstance(export, Summary):
         console.print(f"dataset: [bold]{export['directory']}[/] (its card: README.md)")

@@ -92,6 +92,16 @@ def test_demo_job_end_to_end(tmp_path: Path, demo_world: Path) -> None:
     said = " ".join(proc.stdout.split())
     assert f"dataset: {run / 'export' / 'chatearthnet'}" in said
     assert f"report: {run / 'report.html'}" in said and (run / "report.html").is_file()
+    # Every stage on the cluster has its profile: a performance report and its figures.
+    prof = summary["profile"]
+    assert list(prof) == summary["stages"][:-1]  # the report is written after the cluster
+    shards = -(-len(plan) // 16)  # ingest.shard_patches
+    assert prof["ingest"]["tasks"] >= shards and prof["ingest"]["erred"] == 0
+    assert prof["ingest"]["bytes_written"] > 0 and prof["ingest"]["peak_memory"] > 0
+    assert prof["ingest"]["top_tasks"][0][0] == "ingest-shard"
+    for stage, f in prof.items():
+        assert (run / f["report"]).is_file() and f["report"] == f"profile/{stage}.html"
+    assert "profile (reports in" in proc.stdout
     # Secrets never reach outputs or logs.
     for p in run.rglob("*"):
         if p.is_file():
