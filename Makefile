@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck lock bench clean smollm2 chromium
+.PHONY: demo test test-fast lint typecheck lock bench clean smollm2 chromium slurm
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ chromium:
 	@command -v chromium >/dev/null || { echo "chromium: installing Debian's package"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's SLURM (slurmctld, slurmd, the client tools) and munge, for the single-node cluster on
+# loopback that cluster/slurm/start.sh starts (the SLURM test submits the job's workers to it).
+# No daemon starts on install here; start.sh runs its own with their files in one directory.
+slurm:
+	@{ command -v slurmctld && command -v slurmd && command -v sbatch && command -v munged; } >/dev/null \
+	  || { echo "slurm: installing Debian's munge and slurm-wlm"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq munge slurm-wlm >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/cen run configs/demo.yaml
 
@@ -45,7 +53,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck smollm2 chromium
+test: lint typecheck smollm2 chromium slurm
 	$(BIN)/pytest
 
 # The fast lane (a couple of minutes): no `slow` test, no `e2e` one (whole jobs, the CLI end to

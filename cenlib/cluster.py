@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -114,6 +115,29 @@ def _slurm(cc: ClusterConfig) -> Iterator[Client]:
             "that sbatch/squeue are on PATH and the queue exists (`sinfo`)"
         ) from e
     with cluster:
+        # Ask SLURM whether it would run the worker job before adapting: a job it rejects (no
+        # controller, a bad partition, more memory than a node has) would otherwise surface only
+        # as "0 workers arrived" after worker_timeout, and an AssertionError from the close.
+        try:
+            probe = subprocess.run(
+                ["sbatch", "--test-only"],
+                input=cluster.job_script(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ClusterError(
+                f"cluster.slurm: `sbatch --test-only` failed ({type(e).__name__}: {e}); check "
+                "that SLURM's client tools are on PATH and the controller answers (`sinfo`)"
+            ) from e
+        if probe.returncode != 0:
+            said = " ".join(probe.stderr.split()) or f"exit code {probe.returncode}"
+            raise ClusterError(
+                f"cluster.slurm: SLURM would not run the worker job ({said}); check SLURM_CONF "
+                "and the spec's queue, account, cores and memory against `sinfo -N -l` "
+                "(`cen cluster spec SPEC` prints the job script)"
+            )
         cluster.adapt(minimum_jobs=cc.slurm.minimum, maximum_jobs=cc.slurm.maximum)
         with Client(cluster, security=security(cc.tls)) as client:
             yield client
