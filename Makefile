@@ -46,8 +46,8 @@ demo: $(STAMP)
 	$(BIN)/cen run configs/demo.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check cenlib jobs tests benchmarks
-	$(BIN)/ruff format --check cenlib jobs tests benchmarks
+	$(BIN)/ruff check cenlib jobs tests benchmarks notebooks docs
+	$(BIN)/ruff format --check cenlib jobs tests benchmarks notebooks docs
 	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
