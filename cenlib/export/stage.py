@@ -228,6 +228,13 @@ def run_export(cfg: RunConfig, client: Client) -> ExportSummary:
     """Export the run's dataset (see the module doc)."""
     t0 = time.perf_counter()
     keep, left = _select(cfg)
+    if not keep:  # an empty dataset helps no one: say why and what would let captions in
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(left.items())) or "no verdicts"
+        raise ExportError(
+            f"no caption to export from {cfg.output} ({why}); look at verify.parquet and "
+            "verify_report.json, review the captions (`cen review RUN_DIR`), or widen "
+            f"export.include (now {list(cfg.export.include)})"
+        )
     url = store_url(cfg)
     g = open_group(url)
     ids = [str(x) for x in np.asarray(array(g, "patch_id")[:])]

@@ -110,6 +110,19 @@ def test_a_store_without_rgb_is_named(base: Path, tmp_path: Path, dask_client: C
         run_export(cfg, dask_client)
 
 
+def test_nothing_to_export_is_named(base: Path, tmp_path: Path, dask_client: Client) -> None:
+    """Every caption rejected in review: a clear error with the counts, no empty dataset."""
+    cfg = _cfg(base, tmp_path)
+    verdicts = list(read_verdicts(cfg.output))
+    for v in verdicts:
+        record(cfg.output, v.patch_id, v.key, "reject", "tester")
+    with pytest.raises(ExportError) as e:
+        run_export(cfg, dask_client)
+    said = str(e.value)
+    assert f"no caption to export from {cfg.output} ({len(verdicts)} rejected in review)" in said
+    assert "export.include" in said and not (cfg.output / LAYOUT / "croissant.json").exists()
+
+
 def test_parquet_and_llava_read_back(base: Path, tmp_path: Path, dask_client: Client) -> None:
     import datasets  # type: ignore[import-untyped]
     import pandas as pd
