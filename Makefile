@@ -71,6 +71,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_captions.py
 	$(BIN)/python benchmarks/bench_verify.py
 	$(BIN)/python benchmarks/bench_export.py
+	$(BIN)/python benchmarks/bench_pipeline.py
 
 # Re-resolve exact versions after editing pyproject.toml dependencies.
 lock: $(STAMP)
