@@ -6,8 +6,8 @@ bytes per patch (from the server's log). Each run gets a fresh server (a new por
 reads what GDAL cached in an earlier one.
 
 Not yet here (issue 14): odc-stac's `load` on the same patches, the minimum request count from
-the tile index, async-tiff. CEN_BENCH_LATENCIES (ms) and CEN_BENCH_WORKERS (comma-separated)
-choose other runs.
+the tile index, async-tiff. CEN_BENCH_LATENCIES (ms), CEN_BENCH_WORKERS and CEN_BENCH_IO
+(ingest.io_concurrency; comma-separated) choose other runs.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from cenlib.world.build import ensure_world
 
 LATENCIES = [float(s) / 1000 for s in os.environ.get("CEN_BENCH_LATENCIES", "0,20,50").split(",")]
 WORKERS = [int(s) for s in os.environ.get("CEN_BENCH_WORKERS", "1,2").split(",")]
-CONCURRENCY = (1, 4, 16)
+CONCURRENCY = [int(s) for s in os.environ.get("CEN_BENCH_IO", "1,4,16").split(",")]
 SHARD = 16
 
 

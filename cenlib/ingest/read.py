@@ -4,6 +4,12 @@ odc-geo works out which source window covers the patch and whether the read is a
 (same CRS, same pixel grid: the ``utm`` grid against Sentinel-2) or needs warping
 (``rio_reproject``); rasterio does the I/O. Open datasets are kept in a :class:`Readers` cache for
 the life of one task, so a shard's patches reuse each file handle.
+
+Signed hrefs expire (a Planetary Computer SAS token lasts about an hour; a run can take days).
+A read refused for its signature (HTTP 403, or a failure once the href's expiry has passed) is
+re-signed by the rule of the href's host (:func:`resign`) and tried again; the re-signed href
+then serves every later read of it in the process. Signatures are stripped from every href and
+message an :class:`AssetReadError` carries, and from rasterio's log records.
 """
 
 from __future__ import annotations
@@ -11,13 +17,22 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import datetime as dt
 import functools
-import itertools
+import json
+import logging
+import re
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -43,12 +58,203 @@ GDAL_ENV = {
 }
 
 
+# Query parameters that carry a signature or credential: Azure SAS (the Planetary Computer), S3
+# presigned URLs and the loopback store's own (cenlib.stac.files). Never written anywhere.
+_SECRET_PARAMS = frozenset(
+    {"sv", "ss", "srt", "sp", "se", "st", "spr", "sig", "sr", "si", "sip", "skoid", "sktid"}
+    | {"skt", "ske", "sks", "skv", "sdd", "ses", "token", "exp", "x-amz-algorithm"}
+    | {"x-amz-credential", "x-amz-date", "x-amz-expires", "x-amz-security-token"}
+    | {"x-amz-signature", "x-amz-signedheaders"}
+)
+_QUERY = re.compile(r"\?([^\s#'\"<>,;]*)")
+
+
+def _signature(query: str) -> frozenset[tuple[str, str]]:
+    return frozenset(
+        (k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() in _SECRET_PARAMS
+    )
+
+
+def _keep(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(k, v) for k, v in pairs if k.lower() not in _SECRET_PARAMS])
+
+
+def strip_signature(href: str) -> str:
+    """`href` without its signature query parameters (the others stay)."""
+    parts = urlsplit(href)
+    if not parts.query:
+        return href
+    return urlunsplit(parts._replace(query=_keep(parts.query)))
+
+
+def redact(text: str) -> str:
+    """`text` with the signature parameters of every query string in it removed (GDAL's messages
+    name the file they failed on, query string and all)."""
+
+    def clean(m: re.Match[str]) -> str:
+        kept = _keep(m.group(1))
+        return f"?{kept}" if kept else ""
+
+    return _QUERY.sub(clean, text)
+
+
+def is_signed(href: str) -> bool:
+    return bool(_signature(urlsplit(href).query))
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = redact(message), None
+        return True
+
+
+@functools.cache
+def _redact_rasterio_logs() -> None:
+    """rasterio logs GDAL's messages and dataset names (signed hrefs) at INFO and DEBUG."""
+    for name in ("_err", "_env", "_base", "_io", "env"):
+        logging.getLogger(f"rasterio.{name}").addFilter(_Redact())
+
+
 class AssetReadError(RuntimeError):
-    """One asset could not be read; carries what the failures table needs."""
+    """One asset could not be read; carries what the failures table needs (the href and the
+    reason with any signature stripped)."""
 
     def __init__(self, item_id: str, asset: str, href: str, reason: str) -> None:
+        href, reason = strip_signature(href), redact(reason)
         super().__init__(f"item {item_id}, asset {asset!r} ({href}): {reason}")
         self.item_id, self.asset, self.href, self.reason = item_id, asset, href, reason
+
+
+class SigningError(RuntimeError):
+    """A signed href could not be signed afresh (the token API failed or is not there)."""
+
+
+TOKEN_API = "/api/sas/v1/token"  # the Planetary Computer's path, which cenlib.stac.files speaks
+_BLOB_HOST = ".blob.core.windows.net"
+
+
+@dataclass(frozen=True)
+class _Token:
+    query: str  # appended to an href after "?"
+    expiry: float  # epoch seconds
+    lifetime: float  # seconds it was valid for when handed out
+
+    def fresh(self) -> bool:
+        """Worth reusing: more than a quarter of its life (at most a minute) left, as the
+        planetary_computer package keeps a token until a minute before it expires."""
+        return self.expiry - time.time() > min(60.0, self.lifetime / 4)
+
+
+_lock = threading.Lock()
+_tokens: dict[str, _Token] = {}  # token API URL -> the last token it gave (process-wide)
+_current: dict[str, str] = {}  # href as the item gave it -> its latest re-signed form
+
+
+def _expiry(query: str) -> float | None:
+    """When a signature expires (epoch seconds), from ``exp`` (the loopback store) or ``se``
+    (Azure SAS); None when the href says nothing."""
+    q = {k.lower(): v for k, v in parse_qsl(query)}
+    try:
+        if "exp" in q:
+            return float(q["exp"])
+        if "se" in q:
+            return dt.datetime.fromisoformat(q["se"].replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return None
+
+
+def expired(href: str) -> bool:
+    """The href's signature says it has expired."""
+    when = _expiry(urlsplit(href).query)
+    return when is not None and time.time() >= when
+
+
+def _with_query(href: str, query: str) -> str:
+    parts = urlsplit(strip_signature(href))
+    return urlunsplit(parts._replace(query="&".join(q for q in (parts.query, query) if q)))
+
+
+def _get_token(url: str, attempts: int = 3) -> _Token:
+    """One token from a token API speaking the Planetary Computer's protocol, with retries on
+    5xx and network errors."""
+    why = ""
+    for i in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=20) as r:
+                doc = json.loads(r.read())
+            when = dt.datetime.fromisoformat(str(doc["msft:expiry"]).replace("Z", "+00:00"))
+            query = str(doc["token"]).lstrip("?")
+            expiry = when.timestamp()
+            return _Token(query, expiry, max(0.0, expiry - time.time()))
+        except urllib.error.HTTPError as e:
+            why = f"HTTP {e.code}"
+            if e.code < 500:
+                break
+        except (urllib.error.URLError, OSError) as e:
+            why = str(getattr(e, "reason", e))
+        except (ValueError, KeyError, TypeError) as e:
+            raise SigningError(f"GET {url}: not a token answer ({type(e).__name__}: {e})") from e
+        if i + 1 < attempts:
+            time.sleep(0.25 * 2**i)
+    raise SigningError(f"GET {url}: {why}")
+
+
+def _sign_by_token_api(href: str) -> str:
+    """The store's own rule: a container token from ``<origin>/api/sas/v1/token/<container>``
+    (the first path segment), reused by every href of that container while it is fresh."""
+    parts = urlsplit(href)
+    container = unquote(parts.path).lstrip("/").split("/", 1)[0]
+    url = f"{parts.scheme}://{parts.netloc}{TOKEN_API}/{quote(container)}"
+    failed = _signature(parts.query)
+    with _lock:  # one request for the threads that all met the expiry at once
+        tok = _tokens.get(url)
+        if tok is None or _signature(tok.query) == failed or not tok.fresh():
+            tok = _tokens[url] = _get_token(url)
+    return _with_query(href, tok.query)
+
+
+def _sign_by_planetary_computer(href: str) -> str:
+    """The planetary_computer package's signing, after dropping its cached token for the
+    container when that token is the one refused (it keeps tokens until a minute is left)."""
+    import planetary_computer
+    from planetary_computer import sas, settings
+
+    parts = urlsplit(href)
+    account = (parts.hostname or "").split(".")[0]
+    container = unquote(parts.path).lstrip("/").split("/", 1)[0]
+    key = f"{settings.Settings.get().sas_url}/{account}/{container}"
+    with _lock:
+        tok = sas.TOKEN_CACHE.get(key)
+        if tok is not None and (_signature(tok.token) == _signature(parts.query) or tok.ttl() < 60):
+            sas.TOKEN_CACHE.pop(key, None)
+    try:
+        return str(planetary_computer.sign_url(strip_signature(href)))
+    except Exception as e:  # requests' and pydantic's errors: the network or the answer
+        raise SigningError(f"planetary_computer.sign_url: {type(e).__name__}: {e}") from e
+
+
+def signing_rule(href: str) -> str:
+    """Which rule re-signs `href`: by its host, Azure Blob Storage (the Planetary Computer) or
+    any other store with a token API (the catalogue's own, as cenlib.stac.files serves)."""
+    host = urlsplit(href).hostname or ""
+    return "planetary-computer" if host.endswith(_BLOB_HOST) else "token-api"
+
+
+def resign(href: str) -> str:
+    """`href` signed afresh by its host's rule (:func:`signing_rule`); raises SigningError."""
+    if signing_rule(href) == "planetary-computer":
+        return _sign_by_planetary_computer(href)
+    return _sign_by_token_api(href)
+
+
+def _resignable(href: str) -> bool:
+    return href.startswith(("http://", "https://")) and (
+        is_signed(href) or signing_rule(href) == "planetary-computer"
+    )
 
 
 @dataclass(frozen=True)
@@ -60,8 +266,12 @@ class AssetRef:
     href: str
 
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 RETRIES = 4  # attempts after the first, per open or read, on top of GDAL's own HTTP retries
 BACKOFF = 0.25  # seconds before the first retry; doubled each time
+RESIGNS = 3  # re-signs in a row per open or read before a 403 is final
 
 
 def _reason(e: BaseException) -> str:
@@ -108,6 +318,23 @@ def _permanent(e: RasterioError) -> bool:
     return any(m in text for m in ("No such file", "does not exist", "response code: 404"))
 
 
+def _forbidden(e: BaseException) -> bool:
+    return "response code: 403" in _reason(e)
+
+
+def _fix(rule: str, href: str) -> str:
+    if rule == "planetary-computer":
+        return (
+            "check that the Planetary Computer's SAS API is reachable (PC_SDK_SAS_URL, "
+            "PC_SDK_SUBSCRIPTION_KEY)"
+        )
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(href))
+    return (
+        f"the store must hand out tokens at {origin}{TOKEN_API}/<container>; or search again "
+        "for freshly signed items"
+    )
+
+
 class Readers(contextlib.AbstractContextManager["Readers"]):
     """Open rasterio datasets by href, for the duration of one task.
 
@@ -115,13 +342,27 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
     connection reset mid-body can leave a handle's cache in a bad state) up to
     :data:`RETRIES` times with doubling backoff; :attr:`retries` counts them per href. A
     failure that outlasts them is an :class:`AssetReadError` naming the asset.
+
+    A signed href refused for its signature (403 at open; any failure once its expiry has
+    passed) is re-signed (:func:`resign`) and tried again at once, up to :data:`RESIGNS` times
+    in a row; :attr:`resigns` counts them per href, apart from the retries.
+
+    With a `pool`, :meth:`map` opens and reads different assets (a day's bands) at once in its
+    threads, so their waits on the network overlap; each asset is still used by one thread at a
+    time.
     """
 
-    def __init__(self, log: list[tuple[str, Window]] | None = None) -> None:
+    def __init__(
+        self, log: list[tuple[str, Window]] | None = None, pool: Executor | None = None
+    ) -> None:
+        _redact_rasterio_logs()
+        self.pool = pool
         self._env = rasterio.Env(**GDAL_ENV)
         self._open: dict[str, Any] = {}
+        self._opened: dict[str, str] = {}  # href as given -> the (re-signed) href it opened
         self.log = log  # (href, source window) of every read, when given (benchmarks)
         self.retries: dict[str, int] = {}
+        self.resigns: dict[str, int] = {}
         self.broken: set[str] = set()
         self.sleep = time.sleep  # tests and benchmarks may shorten the backoff
         # Read plan per (source grid, patch grid): bands and days on one grid share it.
@@ -140,7 +381,29 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
         for ds in self._open.values():
             ds.close()
         self._open.clear()
+        self._opened.clear()
         self._env.__exit__(et, ev, tb)
+
+    def map(self, fn: Callable[[_T], _R], xs: Sequence[_T]) -> list[_R]:
+        """``[fn(x) for x in xs]``, at once in the pool when there is one. Every call finishes
+        before the first failure in order is raised, as the loop would raise it (no thread is
+        left using a dataset that the caller may close)."""
+        if self.pool is None or len(xs) < 2:
+            return [fn(x) for x in xs]
+
+        def run(x: _T) -> _R:
+            with rasterio.Env(**GDAL_ENV):  # GDAL's options are per thread in a child thread
+                return fn(x)
+
+        futures = [self.pool.submit(run, x) for x in xs]
+        wait(futures)
+        return [f.result() for f in futures]
+
+    def _close(self, ref: AssetRef) -> None:
+        ds = self._open.pop(ref.href, None)
+        if ds is not None:
+            ds.close()
+        forget_http(self._opened.pop(ref.href, _current.get(ref.href, ref.href)))
 
     def _retry(self, ref: AssetRef, attempt: int, what: str, e: RasterioError) -> None:
         """Back off before attempt ``attempt + 1``, or raise when none is left."""
@@ -151,41 +414,78 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
                 ref.item_id, ref.asset, ref.href, f"{what}{tries}: {_reason(e)}"
             ) from e
         self.retries[ref.href] = self.retries.get(ref.href, 0) + 1
-        ds = self._open.pop(ref.href, None)
-        if ds is not None:
-            ds.close()
-        forget_http(ref.href)
+        self._close(ref)
         self.sleep(BACKOFF * 2**attempt)
 
+    def _resign(self, ref: AssetRef, href: str, n: int, what: str, e: RasterioError) -> bool:
+        """Re-sign `href` (what ``ref`` last opened) when its signature is why ``e`` happened,
+        so that the caller tries again at once; False when the signature is not the cause."""
+        if not _resignable(href) or not (_forbidden(e) or expired(href)):
+            return False
+        rule = signing_rule(href)
+        if n >= RESIGNS:
+            raise AssetReadError(
+                ref.item_id,
+                ref.asset,
+                ref.href,
+                f"{what}: refused after {n} re-signs by the {rule} rule ({_reason(e)}); the "
+                f"signature it gives does not grant access: {_fix(rule, href)}",
+            ) from e
+        try:
+            fresh = resign(href)
+        except SigningError as err:
+            raise AssetReadError(
+                ref.item_id,
+                ref.asset,
+                ref.href,
+                f"{what}: signature refused or expired ({_reason(e)}) and re-signing by the "
+                f"{rule} rule failed: {err}; {_fix(rule, href)}",
+            ) from err
+        self._close(ref)
+        _current[ref.href] = fresh
+        self.resigns[ref.href] = self.resigns.get(ref.href, 0) + 1
+        return True
+
     def read(self, ref: AssetRef, window: Window) -> npt.NDArray[Any]:
-        """Band 1 of the asset in ``window``, retried as the class says."""
-        for attempt in itertools.count():
+        """Band 1 of the asset in ``window``, retried and re-signed as the class says."""
+        attempt = resigned = 0
+        while True:
             ds = self.dataset(ref)
             try:
                 return cast(npt.NDArray[Any], ds.read(1, window=window))
             except RasterioError as e:
+                if self._resign(ref, self._opened[ref.href], resigned, "read failed", e):
+                    resigned += 1
+                    continue
                 self._retry(ref, attempt, "read failed", e)
-        raise AssertionError("unreachable")
+                attempt += 1
 
     def dataset(self, ref: AssetRef) -> Any:
         ds: Any = self._open.get(ref.href)
         if ds is None:
-            for attempt in itertools.count():
+            attempt = resigned = 0
+            while True:
+                href = _current.get(ref.href, ref.href)
                 try:
-                    ds = rasterio.open(ref.href)
+                    ds = rasterio.open(href)
                     break
                 except RasterioError as e:
+                    if self._resign(ref, href, resigned, "cannot open", e):
+                        resigned += 1
+                        continue
                     if _permanent(e):
                         raise AssetReadError(  # not transient: no retry
                             ref.item_id, ref.asset, ref.href, f"cannot open: {_reason(e)}"
                         ) from e
                     self._retry(ref, attempt, "cannot open", e)
+                    attempt += 1
             if ds.crs is None:
                 ds.close()
                 raise AssetReadError(
                     ref.item_id, ref.asset, ref.href, "file has no CRS; cannot place it on a patch"
                 )
             self._open[ref.href] = ds
+            self._opened[ref.href] = href
         return ds
 
 
@@ -228,11 +528,9 @@ def read_stack_onto(
     if empty:
         return None
     window = Window.from_slices(*roi.roi_src)
-    datas = []
-    for ref in refs:
-        if readers.log is not None:
-            readers.log.append((ref.href, window))
-        datas.append(readers.read(ref, window))
+    if readers.log is not None:
+        readers.log.extend((ref.href, window) for ref in refs)
+    datas = readers.map(lambda ref: readers.read(ref, window), refs)
     out = np.full((len(refs), *dst.shape.yx), nodata, dtype=first.dtypes[0])
     if paste:
         # Same pixel grid up to a whole-pixel shift: no resampling at all.

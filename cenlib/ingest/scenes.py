@@ -85,14 +85,26 @@ class Choice:
     reason: str = ""
 
 
+def band_key(item: Item, band: str) -> str:
+    """The asset key of a Sentinel-2 band (Earth Search name, such as "scl") in `item`'s
+    dialect."""
+    return dialects.asset_key(dialects.detect(item), band)
+
+
+def asset_ref(item: Item, key: str, sign: Signer) -> AssetRef | None:
+    """What to read for asset `key` of `item`, its href signed; None when it has no such asset."""
+    asset = item.get("assets", {}).get(key)
+    return None if asset is None else AssetRef(item["id"], key, sign(str(asset["href"])))
+
+
 def _refs(cand: Candidate, band: str, sign: Signer) -> list[tuple[Item, AssetRef]]:
     out = []
     for it in cand.items:
-        key = dialects.asset_key(dialects.detect(it), band)
-        asset = it.get("assets", {}).get(key)
-        if asset is None:
+        key = band_key(it, band)
+        ref = asset_ref(it, key, sign)
+        if ref is None:
             raise AssetReadError(it["id"], key, "", f"item has no asset {key!r} (band {band})")
-        out.append((it, AssetRef(it["id"], key, sign(str(asset["href"])))))
+        out.append((it, ref))
     return out
 
 
@@ -165,17 +177,18 @@ def reflectance(
 
     Each item is scaled by its own rule (:func:`dialects.reflectance_scale_offset`) before the
     mosaic, so items of different catalogues and baselines share one scale. An item's bands on
-    the same pixel grid (10 m, 20 m) are read and warped together.
+    the same pixel grid (10 m, 20 m) are read and warped together; they are opened and read at
+    once when ``readers`` has a pool (:meth:`Readers.map`).
     """
     out = np.full((len(bands), *gbox.shape.yx), REFL_NODATA, np.int16)
     todo = np.ones((len(bands), *gbox.shape.yx), bool)
     per_band = [_refs(cand, b, sign) for b in bands]
     for n, it in enumerate(cand.items):
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-        for bi in range(len(bands)):
-            if todo[bi].any():
-                ds = readers.dataset(per_band[bi][n][1])
-                groups[(ds.shape, tuple(ds.transform), str(ds.crs))].append(bi)
+        wanted = [bi for bi in range(len(bands)) if todo[bi].any()]
+        opened = readers.map(readers.dataset, [per_band[bi][n][1] for bi in wanted])
+        for bi, ds in zip(wanted, opened, strict=True):
+            groups[(ds.shape, tuple(ds.transform), str(ds.crs))].append(bi)
         for idx in groups.values():
             refs = [per_band[bi][n][1] for bi in idx]
             dn = read_stack_onto(readers, refs, gbox, resampling, 0)

@@ -34,6 +34,8 @@ from cenlib.ingest.scenes import (
     REFL_NODATA,
     Item,
     Signer,
+    asset_ref,
+    band_key,
     candidates,
     choose,
     negative_dark_share,
@@ -53,7 +55,6 @@ from cenlib.ingest.store import (
 )
 from cenlib.io import stable_hash
 from cenlib.search import SearchSummary
-from cenlib.stac import dialects
 from cenlib.summary import Summary
 
 
@@ -70,6 +71,7 @@ class IngestSummary(Summary):
     seconds: float
     failure_rows: int = 0
     retries: int = 0  # opens and reads that failed and were tried again (then read or not)
+    resigns: int = 0  # opens and reads refused for an expired signature, re-signed and redone
     preview: str = ""
     search: SearchSummary | None = None  # the search the entry ran first (own summary line)
 
@@ -85,6 +87,7 @@ class IngestSummary(Summary):
             f"{self.bytes_written / 2**20:.1f} MiB in {self.seconds} s; "
             f"{self.failure_rows} rows in failures.jsonl"
             + (f"; {self.retries} reads retried" if self.retries else "")
+            + (f"; {self.resigns} reads re-signed" if self.resigns else "")
         )
 
 
@@ -231,10 +234,29 @@ def ingest_patch(
     return out
 
 
-def _ingest_run(task: ShardTask, rows: range) -> tuple[list[PatchOut], int]:
-    """Patches ``rows`` of the shard one after another, with one set of open files; and how
-    many opens and reads had to be retried."""
-    with Readers() as readers:
+@dataclass(frozen=True)
+class ReadCounts:
+    """Opens and reads that were tried again: after a failure (retries) or after signing their
+    href afresh (re-signs)."""
+
+    retries: int = 0
+    resigns: int = 0
+
+    @staticmethod
+    def of(readers: Readers) -> ReadCounts:
+        return ReadCounts(sum(readers.retries.values()), sum(readers.resigns.values()))
+
+    def __add__(self, other: ReadCounts) -> ReadCounts:
+        return ReadCounts(self.retries + other.retries, self.resigns + other.resigns)
+
+
+def _ingest_run(
+    task: ShardTask, rows: range, pool: ThreadPoolExecutor | None = None
+) -> tuple[list[PatchOut], ReadCounts]:
+    """Patches ``rows`` of the shard one after another, with one set of open files (a patch's
+    bands read at once in `pool`, when given); and how many opens and reads had to be tried
+    again."""
+    with Readers(pool=pool) as readers:
         outs = [
             ingest_patch(
                 readers,
@@ -245,7 +267,7 @@ def _ingest_run(task: ShardTask, rows: range) -> tuple[list[PatchOut], int]:
             )
             for i in rows
         ]
-        return outs, sum(readers.retries.values())
+        return outs, ReadCounts.of(readers)
 
 
 def _remote(items: tuple[Item, ...]) -> bool:
@@ -260,50 +282,54 @@ def _first_reads(task: ShardTask) -> list[AssetRef]:
     """What every patch of the shard reads first: the SCL of each Sentinel-2 item (scene
     choice) and each WorldCover map."""
     sign, sign_wc = signer(task.params.sign_s2), signer(task.params.sign_wc)
-    refs = []
-    for j in sorted({j for js in task.s2 for j in js}):
-        it = task.items[j]
-        key = dialects.asset_key(dialects.detect(it), "scl")
-        if key in it.get("assets", {}):
-            refs.append(AssetRef(it["id"], key, sign(str(it["assets"][key]["href"]))))
-    for j in sorted({j for js in task.wc for j in js}):
-        it = task.items[j]
-        if "map" in it.get("assets", {}):
-            refs.append(AssetRef(it["id"], "map", sign_wc(str(it["assets"]["map"]["href"]))))
-    return refs
+    s2 = [task.items[j] for j in sorted({j for js in task.s2 for j in js})]
+    wc = [task.items[j] for j in sorted({j for js in task.wc for j in js})]
+    refs = [asset_ref(it, band_key(it, "scl"), sign) for it in s2]
+    refs += [asset_ref(it, "map", sign_wc) for it in wc]
+    return [r for r in refs if r is not None]
 
 
-def _open_once(ref: AssetRef) -> None:
+def _open_once(ref: AssetRef) -> ReadCounts:
     """Open and close: the COG's header lands in GDAL's process-wide /vsicurl/ cache, so the
     patches' own opens of it cost no request. A failure is left to the patch that reads it."""
-    with contextlib.suppress(AssetReadError), Readers() as readers:
-        readers.dataset(ref)
+    with Readers() as readers:
+        with contextlib.suppress(AssetReadError):
+            readers.dataset(ref)
+        return ReadCounts.of(readers)
 
 
-def read_patches(task: ShardTask) -> tuple[list[PatchOut], int]:
+def read_patches(task: ShardTask) -> tuple[list[PatchOut], ReadCounts]:
     """Every patch of the shard, in order. When its assets are on HTTP(S), ``io_concurrency``
     runs of neighbouring patches are read at once in threads (each with its own open datasets:
     a rasterio handle is not shared between threads), so one patch's waits for the network
-    overlap another's. The result does not depend on the concurrency: each patch is read by
-    itself."""
+    overlap another's; and the chosen day's bands of a patch are opened and read at once, in
+    a second pool of ``io_concurrency`` threads that the runs share. The result does not depend
+    on the concurrency: each patch is read by itself, its bands in their order."""
     n = len(task.keys)
+    remote = _remote(task.items) and task.io_concurrency > 1
     # Local files do not wait on a network: threads would only contend for the cores.
-    k = max(1, min(task.io_concurrency, n)) if _remote(task.items) else 1
-    if k == 1:
-        return _ingest_run(task, range(n))
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    runs = [range(a, b) for a, b in itertools.pairwise(bounds)]
-    with ThreadPoolExecutor(k, thread_name_prefix=f"ingest-{task.index}") as pool:
+    k = max(1, min(task.io_concurrency, n)) if remote else 1
+    with contextlib.ExitStack() as stack:
+        bands = None
+        if remote:
+            bands = stack.enter_context(
+                ThreadPoolExecutor(task.io_concurrency, thread_name_prefix=f"bands-{task.index}")
+            )
+        if k == 1:
+            return _ingest_run(task, range(n), bands)
+        bounds = [round(i * n / k) for i in range(k + 1)]
+        runs = [range(a, b) for a, b in itertools.pairwise(bounds)]
+        pool = stack.enter_context(ThreadPoolExecutor(k, thread_name_prefix=f"ingest-{task.index}"))
         # The headers every patch needs, k at a time, before the patches queue for them.
-        list(pool.map(_open_once, _first_reads(task)))
-        parts = list(pool.map(lambda r: _ingest_run(task, r), runs))
-    return [o for outs, _ in parts for o in outs], sum(r for _, r in parts)
+        first = sum(pool.map(_open_once, _first_reads(task)), ReadCounts())
+        parts = list(pool.map(lambda r: _ingest_run(task, r, bands), runs))
+        return [o for outs, _ in parts for o in outs], sum((c for _, c in parts), first)
 
 
 def ingest_shard(task: ShardTask) -> dict[str, Any]:
     """Runs on a worker: every patch of one shard, then one whole-shard write."""
     t0 = time.perf_counter()
-    outs, retries = read_patches(task)
+    outs, counts = read_patches(task)
     fields: dict[str, npt.NDArray[Any]] = {}
     for name in STR_FIELDS:
         fields[name] = np.array([str(o.fields.get(name, "")) for o in outs], dtype=object)
@@ -342,7 +368,8 @@ def ingest_shard(task: ShardTask) -> dict[str, Any]:
         "ok": sum(o.fields["status"] == "ok" for o in outs),
         "bytes": nbytes,
         "seconds": time.perf_counter() - t0,
-        "retries": retries,
+        "retries": counts.retries,
+        "resigns": counts.resigns,
     }
 
 
@@ -495,6 +522,7 @@ def ingest_patches(
         failed=int((status == "failed").sum()),
         bytes_written=sum(r["bytes"] for r in results),
         retries=sum(r.get("retries", 0) for r in results),
+        resigns=sum(r.get("resigns", 0) for r in results),
         seconds=round(seconds, 2),
     )
 

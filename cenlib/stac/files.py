@@ -11,6 +11,12 @@ header with several ranges is ignored and the whole object comes back with 200, 
 416 for a range past the end; 404 for anything that is not a file under the root (directories
 are never listed); error bodies in Azure's XML.
 
+Signed URLs (``ServeOptions(token_ttl=...)``) speak the Planetary Computer's protocol: ``GET
+/api/sas/v1/token/<container>`` (a container is a top-level directory of the root) answers
+``{"token": "<query string>", "msft:expiry": "<RFC 3339>"}``, and ``href + "?" + token`` reads
+any file of that container until the expiry, then gets Azure's 403. :meth:`FileServer.sign`
+signs one path directly. :data:`TOKEN_API` is the path a client asks.
+
 Read it with ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`` when GDAL runs in the same process:
 rasterio holds the GIL while GDAL probes sidecar files (``.aux.xml``, ``.msk``, a directory
 listing) as it reads the geotransform, so the server's thread cannot answer those probes and
@@ -22,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import email.utils
 import hashlib
 import hmac
+import json
 import mimetypes
 import re
 import secrets
@@ -54,6 +62,7 @@ FaultKind = Literal["error", "reset", "slow"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("error", "reset", "slow")
 
 _CHUNK = 64 * 1024
+TOKEN_API = "/api/sas/v1/token"  # + "/<container>": the Planetary Computer's SAS token API path
 _TRANSPORT = "cenlib.files.transport"  # scope key: the connection's transport, for resets
 
 
@@ -165,6 +174,7 @@ class Counters:
     forbidden: int  # 403
     not_found: int  # 404
     partial: int  # 206
+    tokens: int = 0  # tokens the token API handed out
 
 
 @dataclass(frozen=True)
@@ -368,7 +378,12 @@ class FileServer:
         self._sock = _bind(host)
         port = self._sock.getsockname()[1]
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        app = Starlette(routes=[Route("/{key:path}", self._answer, methods=["GET", "HEAD"])])
+        app = Starlette(
+            routes=[
+                Route(TOKEN_API + "/{container}", self._token_api, methods=["GET"]),
+                Route("/{key:path}", self._answer, methods=["GET", "HEAD"]),
+            ]
+        )
         config = uvicorn.Config(
             _KeepTransport(app),
             http="h11",  # _KeepTransport and resets rely on the h11 request cycle
@@ -403,10 +418,21 @@ class FileServer:
         query = [
             (k, v)
             for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if k not in ("token", "exp")
+            if k not in ("token", "exp", "sr")
         ]
         query += [("token", self._token(unquote(parts.path), exp)), ("exp", exp)]
         return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+    def container_token(self, container: str) -> tuple[str, float]:
+        """A query string that reads every file under ``<root>/<container>/`` for `token_ttl`
+        seconds, and its expiry (epoch seconds): what the token API hands out."""
+        ttl = self.options.token_ttl
+        if ttl is None:
+            raise FileServerError("this store needs no token (ServeOptions.token_ttl is None)")
+        expiry = time.time() + ttl
+        exp = f"{expiry:.3f}"
+        token = self._token(f"c:{container}", exp)
+        return urlencode([("token", token), ("exp", exp), ("sr", "c")]), float(exp)
 
     @property
     def counters(self) -> Counters:
@@ -419,6 +445,7 @@ class FileServer:
             forbidden=sum(r.status == 403 for r in records),
             not_found=sum(r.status == 404 for r in records),
             partial=sum(r.status == 206 for r in records),
+            tokens=sum(r.path.startswith(TOKEN_API + "/") and r.status == 200 for r in records),
         )
 
     # -- answering -----------------------------------------------------------------------------
@@ -443,7 +470,7 @@ class FileServer:
             return reply(status, headers, _error(code, message, **extra))
 
         query = request.query_params
-        denied = self._check_token(path, query.get("token"), query.get("exp"))
+        denied = self._check_token(path, query.get("token"), query.get("exp"), query.get("sr"))
         if denied is not None:
             return error(
                 403, "AuthenticationFailed", _AUTH_MESSAGE, AuthenticationErrorDetail=denied
@@ -482,13 +509,41 @@ class FileServer:
         headers["content-range"] = f"bytes {a}-{b}/{size}"
         return reply(206, headers, _Slice(target, a, b - a + 1), body_fault)
 
-    def _check_token(self, path: str, token: str | None, exp: str | None) -> str | None:
-        """Why a request is refused (the 403's AuthenticationErrorDetail), or None."""
+    async def _token_api(self, request: HttpRequest) -> Response:
+        """``GET TOKEN_API/<container>``: a container token, as the Planetary Computer's SAS
+        API answers it (``token`` to append to an href after ``?``, ``msft:expiry``)."""
+        started = time.monotonic()
+        container = str(request.path_params["container"])
+        if self.options.token_ttl is None or self._container_dir(container) is None:
+            why = (
+                "this store needs no token"
+                if self.options.token_ttl is None
+                else f"no container {container!r}"
+            )
+            body = json.dumps({"message": why}).encode()
+            return _Reply(self, request, started, 404, {"content-type": "application/json"}, body)
+        token, expiry = self.container_token(container)
+        when = dt.datetime.fromtimestamp(expiry, dt.UTC).isoformat(timespec="milliseconds")
+        body = json.dumps({"msft:expiry": when.replace("+00:00", "Z"), "token": token}).encode()
+        return _Reply(self, request, started, 200, {"content-type": "application/json"}, body)
+
+    def _container_dir(self, container: str) -> Path | None:
+        if not container or container in (".", "..") or "/" in container or "\\" in container:
+            return None
+        target = self.root / container
+        return target if target.is_dir() and target.resolve().is_relative_to(self.root) else None
+
+    def _check_token(
+        self, path: str, token: str | None, exp: str | None, scope: str | None = None
+    ) -> str | None:
+        """Why a request is refused (the 403's AuthenticationErrorDetail), or None. ``sr=c``
+        marks a container token (from the token API); otherwise the token is for one path."""
         if self.options.token_ttl is None:
             return None
         if not token or not exp:
-            return "No token in the URL; sign it first (FileServer.sign)."
-        if not hmac.compare_digest(token, self._token(path, exp)):
+            return "No token in the URL; sign it first (FileServer.sign or the token API)."
+        signed = f"c:{path.lstrip('/').split('/', 1)[0]}" if scope == "c" else path
+        if not hmac.compare_digest(token, self._token(signed, exp)):
             return "Signature did not match."
         try:
             expiry = float(exp)

@@ -185,20 +185,25 @@ def world_catalogs(world: Path) -> dict[str, Path]:
 
 @contextlib.contextmanager
 def serve_world(
-    world: Path, host: str = "127.0.0.1", files_url: str | None = None
+    world: Path,
+    host: str = "127.0.0.1",
+    files_url: str | None = None,
+    sign: Callable[[str], str] | None = None,
 ) -> Iterator[dict[str, str]]:
     """Serve each catalogue of a world as its own API (they share collection ids, as in reality).
 
     With ``files_url`` (the root URL of an HTTP server of the world's directory, such as
     :func:`cenlib.stac.files.serve_files`), the items' assets point at it instead of the files,
-    as a cloud catalogue's point at its object store.
+    as a cloud catalogue's point at its object store; ``sign`` (such as that server's
+    ``FileServer.sign``) then signs each href as the items are loaded, as a catalogue that hands
+    out signed hrefs does (they expire while the API serves them).
     """
     transform = None
     if files_url is not None:
         from cenlib.stac.files import rehref
 
         root = Path(world).resolve()
-        transform = functools.partial(rehref, base_url=files_url, root=root)
+        transform = functools.partial(rehref, base_url=files_url, root=root, sign=sign)
     with contextlib.ExitStack() as stack:
         yield {
             name: stack.enter_context(serve([path], host=host, transform=transform))

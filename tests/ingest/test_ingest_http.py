@@ -1,13 +1,15 @@
 """Ingest from COGs over HTTP (a real loopback file server behaving like an object store):
-the same store as from local files, with injected faults too, and a truncated COG is a named
-failure."""
+the same store as from local files, with injected faults too and with signed hrefs that expire
+every 2 s, and a truncated COG is a named failure."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import xarray as xr
@@ -51,8 +53,11 @@ def local_store(
 @pytest.fixture
 def served(demo_world: Path, request: pytest.FixtureRequest) -> Iterator[tuple[FileServer, Any]]:
     options = getattr(request, "param", ServeOptions())
-    with serve_files(demo_world, options) as fs, serve_world(demo_world, files_url=fs.url) as apis:
-        yield fs, apis
+    with serve_files(demo_world, options) as fs:
+        # With tokens, the catalogue hands out hrefs signed as it loads them (they soon expire).
+        sign = fs.sign if options.token_ttl is not None else None
+        with serve_world(demo_world, files_url=fs.url, sign=sign) as apis:
+            yield fs, apis
 
 
 def _same_arrays(a: Path, b: Path) -> None:
@@ -93,9 +98,40 @@ def test_injected_faults_are_retried_to_the_same_store(
     _same_arrays(local_store, Path(summary["store"]))
     faults = fs.counters.faults
     assert faults["error"] > 0 and faults["reset"] > 0, fs.counters  # injected, and survived
-    # GDAL retries these itself (and resumes a reset body); what it gives up on is retried by
-    # the Readers (tests/ingest/test_read.py) and counted here.
-    assert 0 <= summary["retries"] <= faults["reset"] + faults["error"]
+    # GDAL retries most of these itself (often all: then no retry is counted); what it gives up
+    # on the Readers retry on a fresh handle (tests/ingest/test_read.py). Each retry answers at
+    # least one injected fault, and unsigned hrefs are never re-signed.
+    assert summary["retries"] <= faults["reset"] + faults["error"], (summary, faults)
+    assert summary["resigns"] == 0
+
+
+TTL = 2.0
+
+
+@pytest.mark.parametrize("served", [ServeOptions(token_ttl=TTL)], indirect=True)
+def test_expiring_signatures_are_re_signed_to_the_same_store(
+    served: tuple[FileServer, dict[str, str]],
+    local_store: Path,
+    dask_client: Client,
+    tmp_path: Path,
+) -> None:
+    """The items' hrefs carry tokens valid for 2 s from when the catalogue loaded them, all
+    expired when ingest starts (and the fresh ones may expire again during the run; a token
+    expiring between an open and its reads is tests/ingest/test_read.py's). The refused reads
+    are re-signed through the store's token API and redone: the same store."""
+    fs, apis = served
+    s2, wc = _items(apis)
+    hrefs = [a["href"] for it in s2 + wc for a in it["assets"].values()]
+    assert hrefs and all(h.startswith(fs.url) and "token=" in h for h in hrefs)
+    last = max(float(parse_qs(urlsplit(h).query)["exp"][0]) for h in hrefs)
+    time.sleep(max(0.0, last - time.time() + 0.1))
+    summary = _summary(tmp_path / "run", apis, dask_client)
+    _same_arrays(local_store, Path(summary["store"]))  # no patch lost, no token in the store
+    c = fs.counters
+    # Each re-sign answers at least one refusal; none is counted as a retry.
+    assert 0 < summary["resigns"] <= c.forbidden, (summary, c)
+    assert summary["retries"] == 0, summary
+    assert 0 < c.tokens <= summary["resigns"]  # tokens are shared by the hrefs of a container
 
 
 def test_a_truncated_cog_is_a_named_failure(

@@ -4,7 +4,9 @@ GDAL reading a real COG through it. Every request is real HTTP on loopback."""
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
+import json
 import logging
 import shutil
 import threading
@@ -20,11 +22,13 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 import rasterio
+from planetary_computer.sas import SASToken
 from rasterio.errors import RasterioError
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from cenlib.stac.files import (
+    TOKEN_API,
     Faults,
     FileServer,
     FileServerError,
@@ -310,6 +314,37 @@ def test_signed_urls_expire_with_azure_s_403(store: Path) -> None:
         assert s.sign("https://example.com/x.tif") == "https://example.com/x.tif"
     with serve_files(store) as s:
         assert s.sign(s.href("empty.bin")) == s.href("empty.bin")  # no token_ttl: open store
+
+
+def test_the_token_api_speaks_the_planetary_computer_s_protocol(store: Path) -> None:
+    """GET /api/sas/v1/token/<container> -> {"token", "msft:expiry"}; href + "?" + token reads
+    every file of that container (and no other) until the expiry, as a container SAS does."""
+    with serve_files(store, ServeOptions(token_ttl=1.0)) as s:
+        t0 = time.time()
+        status, h, body = fetch(f"{s.url}{TOKEN_API}/s2")
+        assert status == 200 and h["content-type"] == "application/json"
+        doc = json.loads(body)
+        assert set(doc) == {"token", "msft:expiry"} and doc["msft:expiry"].endswith("Z")
+        expiry = dt.datetime.fromisoformat(doc["msft:expiry"].replace("Z", "+00:00"))
+        assert 0.5 < expiry.timestamp() - t0 <= 1.5
+        blob = s.href("s2/T33/blob.bin")
+        # The planetary_computer package's own model reads the answer and signs with it.
+        signed = SASToken(**doc).sign(blob)
+        assert signed.href == f"{blob}?{doc['token']}" and signed.expiry == expiry
+        assert fetch(signed.href, Range="bytes=0-9")[0] == 206
+        # The same token does not open a file outside its container.
+        assert fetch(f"{s.href('cog.tif')}?{doc['token']}")[0] == 403
+        forged = doc["token"].replace("sr=c", "sr=b")  # a path token it is not
+        assert fetch(f"{blob}?{forged}")[0] == 403
+        assert fetch(f"{s.url}{TOKEN_API}/nowhere")[0] == 404  # no such container
+        assert fetch(f"{s.url}{TOKEN_API}/empty.bin")[0] == 404  # a file, not a container
+        time.sleep(max(0.0, expiry.timestamp() - time.time() + 0.05))
+        status, _, body = fetch(f"{blob}?{doc['token']}")
+        assert status == 403 and b"Signature not valid in the specified time frame" in body
+        c = s.counters
+        assert c.tokens == 1 and c.forbidden == 3 and c.not_found == 2
+    with serve_files(store) as s:  # an open store hands out no tokens
+        assert fetch(f"{s.url}{TOKEN_API}/s2")[0] == 404 and s.counters.tokens == 0
 
 
 def test_gdal_reads_a_cog_window_through_ranges(server: FileServer, store: Path) -> None:
