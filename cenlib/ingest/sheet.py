@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; works on headless workers and CI
-import matplotlib.pyplot as plt
 import numpy as np
 import numpy.typing as npt
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from cenlib.classes import CLASSES, palette_rgb
@@ -38,7 +35,10 @@ def contact_sheet(url: str, out: Path, n: int = 8) -> Path | None:
     ids = np.asarray(array(g, "patch_id")[:])
     days = np.asarray(array(g, "datetime")[:])
     pal = palette_rgb()
-    fig, axes = plt.subplots(2, len(pick), figsize=(2.2 * len(pick), 5.0), squeeze=False)
+    # A Figure of its own (no pyplot): no backend switch, nothing left open, and a notebook
+    # that imports cenlib keeps its inline plots.
+    fig = Figure(figsize=(2.2 * len(pick), 5.0))
+    axes = fig.subplots(2, len(pick), squeeze=False)
     for col, p in enumerate(pick):
         refl = np.asarray(array(g, "reflectance")[int(p)])
         lc = np.asarray(array(g, "land_cover")[int(p)])
@@ -53,5 +53,4 @@ def contact_sheet(url: str, out: Path, n: int = 8) -> Path | None:
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

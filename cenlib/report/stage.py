@@ -11,8 +11,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import matplotlib
-
 from cenlib.io import write_text_atomic
 from cenlib.report import sections
 from cenlib.report.inputs import ReportError, read_inputs
@@ -50,7 +48,6 @@ def run_report(run_dir: Path, output: Path | None = None) -> ReportSummary:
     from cenlib.report import stats, text
 
     t0 = time.perf_counter()
-    matplotlib.use("Agg")  # the figures never need a display; a worker has none
     run = read_inputs(Path(run_dir))
     words = text.text_stats([str(c) for c in run.table["caption"]])
     dist = stats.class_distribution(run.table)
