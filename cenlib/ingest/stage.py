@@ -160,9 +160,14 @@ def ingest_patch(
     sign, sign_wc = signer(p.sign_s2), signer(p.sign_wc)
     codes = np.zeros((n, n), np.uint8)
     for it in wc:
-        href = str(it["assets"]["map"]["href"])
+        ref = asset_ref(it, "map", sign_wc)
+        if ref is None:  # a catalogue's item without its map: recorded, the patch goes on
+            has = sorted(it.get("assets", {}))
+            why = f"WorldCover item has no asset 'map' (it has {has})"
+            issues.append({"item_id": str(it["id"]), "asset": "map", "href": "", "reason": why})
+            continue
         try:
-            a = read_onto(readers, AssetRef(it["id"], "map", sign_wc(href)), gbox, "nearest", 0)
+            a = read_onto(readers, ref, gbox, "nearest", 0)
         except AssetReadError as e:
             issues.append(_issue(e))
             continue

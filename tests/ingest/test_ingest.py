@@ -160,6 +160,22 @@ def test_tolerated_failures_name_item_asset_href(
     assert bad and all(r["href"] == str(corrupt) for r in bad)
 
 
+def test_a_worldcover_item_without_its_map_is_recorded(
+    tmp_path: Path, world_apis: dict[str, str], dask_client: Client
+) -> None:
+    s2, wc = _items(world_apis, DOLOMITES)
+    keys = list(Grid().covering(DOLOMITES))[8:10]
+    bare = json.loads(json.dumps(wc))
+    for it in bare:
+        it["assets"]["data"] = it["assets"].pop("map")
+    summary = ingest_patches(_cfg(tmp_path), keys, s2, bare, world_apis, dask_client)
+    assert summary["failed"] == len(keys) and summary["ok"] == 0
+    rows = [r for r in failure_rows(summary["store"]) if r["asset"] == "map"]
+    assert {r["patch_id"] for r in rows} == {k.id for k in keys}
+    assert all("has no asset 'map'" in r["reason"] and "'data'" in r["reason"] for r in rows)
+    assert {r["item_id"] for r in rows} <= {it["id"] for it in wc}
+
+
 def test_http_404_is_recorded(
     tmp_path: Path, world_apis: dict[str, str], dask_client: Client
 ) -> None:
