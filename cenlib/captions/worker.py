@@ -127,11 +127,16 @@ def _count(req: Request) -> Request:
     return dataclasses.replace(req, tokens_in=costs.message_tokens(req.messages))
 
 
+def _never() -> bool:
+    return False
+
+
 async def _answer_batch(
     task: CaptionTask,
     limiter: RateLimiter | None,
     budget: Budget | None,
     emit: Callable[[dict[str, Any]], None],
+    cancelled: Callable[[], bool] = _never,
 ) -> dict[str, Any]:
     needs_tokens = budget is not None or any(e.tokens_per_minute for e in task.caption.endpoints)
     pool = Pool(task.caption, limiter=limiter, budget=budget, seed=task.seed)
@@ -160,7 +165,10 @@ async def _answer_batch(
 
         async def one(req: Request) -> Outcome:
             async with limit:
-                out = await pool.run(_count(req) if needs_tokens else req)
+                if cancelled():  # nobody wants the answers: a resumed run sends it instead
+                    out = Outcome(req, skipped="task cancelled (its client is gone)")
+                else:
+                    out = await pool.run(_count(req) if needs_tokens else req)
             if out.response is not None:
                 commits.add(out.response)
                 delta["answered"] += 1
@@ -203,17 +211,30 @@ async def _answer_batch(
 def caption_batch(
     task: CaptionTask, limiter: RateLimiter | None, budget: Budget | None
 ) -> dict[str, Any]:
-    """Runs on a worker: answer one batch of requests, appending answers as they arrive."""
+    """Runs on a worker: answer one batch of requests, appending answers as they arrive.
+
+    A task whose client has gone (killed, disconnected) is cancelled by the scheduler, but its
+    thread cannot be stopped: it stops sending instead (what is in flight is still answered
+    and stored). Otherwise it would pay for requests nobody waits for, and a run started again
+    meanwhile would send them a second time."""
     try:
+        from dask.context import thread_state
         from distributed import get_worker
 
         worker = get_worker()
+        key = getattr(thread_state, "key", None)
 
         def emit(msg: dict[str, Any]) -> None:
             worker.log_event(TOPIC, msg)
+
+        def cancelled() -> bool:
+            ts = worker.state.tasks.get(key) if key is not None else None
+            return ts is not None and ts.state == "cancelled"
     except ValueError:  # not on a worker (called directly)
 
         def emit(msg: dict[str, Any]) -> None:
             return None
 
-    return asyncio.run(_answer_batch(task, limiter, budget, emit))
+        cancelled = _never
+
+    return asyncio.run(_answer_batch(task, limiter, budget, emit, cancelled))
