@@ -67,7 +67,9 @@ done
 
 # The configuration: rewritten only while nothing runs from DIR (a running daemon keeps its ports).
 if (( running == 0 )) || [[ ! -s $CONF ]]; then
-    cpus=$(nproc)
+    # nproc alone honours OMP_NUM_THREADS, which Dask sets to 1 in processes that started a
+    # LocalCluster: the node would then offer one CPU, and a second worker job never starts.
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.95)}' /proc/meminfo)
     ctld_port=${CEN_SLURMCTLD_PORT:-$(free_port)}
     slurmd_port=${CEN_SLURMD_PORT:-$(free_port)}
