@@ -151,6 +151,7 @@ class _Token:
 _lock = threading.Lock()
 _tokens: dict[str, _Token] = {}  # token API URL -> the last token it gave (process-wide)
 _current: dict[str, str] = {}  # href as the item gave it -> its latest re-signed form
+_signing = threading.Lock()  # held while an href is re-signed and _current updated
 
 
 def _expiry(query: str) -> float | None:
@@ -431,18 +432,22 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
                 f"{what}: refused after {n} re-signs by the {rule} rule ({_reason(e)}); the "
                 f"signature it gives does not grant access: {_fix(rule, href)}",
             ) from e
-        try:
-            fresh = resign(href)
-        except SigningError as err:
-            raise AssetReadError(
-                ref.item_id,
-                ref.asset,
-                ref.href,
-                f"{what}: signature refused or expired ({_reason(e)}) and re-signing by the "
-                f"{rule} rule failed: {err}; {_fix(rule, href)}",
-            ) from err
-        self._close(ref)
-        _current[ref.href] = fresh
+        with _signing:  # one re-sign per refused href, however many threads it refused
+            if _current.get(ref.href, ref.href) != href:  # another reader re-signed it already
+                self._close(ref)
+                return True
+            try:
+                fresh = resign(href)
+            except SigningError as err:
+                raise AssetReadError(
+                    ref.item_id,
+                    ref.asset,
+                    ref.href,
+                    f"{what}: signature refused or expired ({_reason(e)}) and re-signing by the "
+                    f"{rule} rule failed: {err}; {_fix(rule, href)}",
+                ) from err
+            self._close(ref)
+            _current[ref.href] = fresh
         self.resigns[ref.href] = self.resigns.get(ref.href, 0) + 1
         return True
 
