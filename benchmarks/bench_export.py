@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +64,16 @@ def _pools() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     return refl, rng.integers(1, 12, (8, 256, 256), dtype=np.uint8)
 
 
-def write_store(url: str, n: int) -> None:
+def write_store(url: str, n: int, pool: Executor | None = None) -> None:
+    """A labels-plus-images store of ``n`` patches at ``url``, shard by shard (on ``pool``'s
+    threads when given; each shard draws from its own seed, so the store is the same)."""
     grid = Grid()  # ChatEarthNet tiling, zoom 13, 256 px
     spec = StoreSpec(url, n, SHARD, BANDS, 256, f"bench-export-{n}")
     create_or_open(spec, {"title": "labels-plus-images benchmark store", "sources": {}})
     refl_pool, lc_pool = _pools()
-    rng = np.random.default_rng(0)
-    for i in range(spec.n_shards):
+
+    def shard(i: int) -> None:
+        rng = np.random.default_rng((0, i))
         a, b = spec.shard_range(i)
         pick = rng.integers(0, len(lc_pool), b - a)
         k = int(rng.integers(0, 4))
@@ -91,6 +95,8 @@ def write_store(url: str, n: int) -> None:
             "datetime": np.full(b - a, np.datetime64("2021-07-14T10:20:00", "ns")),
         }
         write_shard(url, i, ShardData(a, refl, lc, np.zeros_like(lc), fields))
+
+    list((pool.map if pool else map)(shard, range(spec.n_shards)))
 
 
 class WorkerPeak:

@@ -6,7 +6,7 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -156,28 +156,21 @@ def _run(
     scheduler: str | None = None,
 ) -> None:
     """Run ``stages`` (or every stage up to the one named) and turn errors into exit codes."""
-    from cenlib.job import incomplete, run_job, stages_until
+    from cenlib.job import exit_code, run_job, stages_until
 
-    try:
+    def job() -> dict[str, Any]:
         todo = stages_until(stages) if isinstance(stages, str) else stages
         cfg = _load(config, cluster, scheduler)
-        summary = run_job(cfg, stages=todo, max_cost=max_cost, prompts_from=prompts_from)
-    except CenError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
-        raise typer.Exit(e.exit_code) from e
-    except FileNotFoundError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from e
-    except KeyboardInterrupt as e:
-        err.print(
-            "[yellow]interrupted:[/] finished work is saved (store shards, prompt parts, "
-            "answers); run the same command again to resume"
-        )
-        raise typer.Exit(130) from e
-    why = incomplete(summary)
-    if why:
-        err.print(f"[yellow]incomplete:[/] {why}", highlight=False)
-        raise typer.Exit(1)
+        return run_job(cfg, stages=todo, max_cost=max_cost, prompts_from=prompts_from)
+
+    code = exit_code(job, _say)
+    if code:
+        raise typer.Exit(code)
+
+
+def _say(kind: str, message: str) -> None:
+    colour = "red" if kind == "error" else "yellow"
+    err.print(f"[{colour}]{kind}:[/] {message}", highlight=False)
 
 
 @app.command("run")

@@ -595,15 +595,11 @@ def load_cluster_spec(path: str | Path) -> ClusterConfig:
     """Read a cluster spec (a YAML file whose ``cluster:`` block is a :class:`ClusterConfig`,
     such as ``cluster/slurm.yaml``); the block may also be the whole file."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(
-            f"--cluster {p}: no such file; pass a spec such as cluster/local.yaml, "
-            "cluster/scheduler.yaml, cluster/slurm.yaml or cluster/kubernetes.yaml"
-        )
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    data = _read_yaml(
+        p,
+        f"--cluster {p}: no such file; pass a spec such as cluster/local.yaml, "
+        "cluster/scheduler.yaml, cluster/slurm.yaml or cluster/kubernetes.yaml",
+    )
     if isinstance(data, dict) and "cluster" in data:
         if set(data) != {"cluster"}:
             raise ConfigError(
@@ -640,13 +636,19 @@ def with_cluster(
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML run configuration."""
     p = Path(path)
+    data = _read_yaml(
+        p,
+        f"{p}: configuration file not found; pass the path to a YAML file "
+        "(see configs/demo.yaml for an example)",
+    )
+    return parse_config(data, str(p))
+
+
+def _read_yaml(p: Path, missing: str) -> Any:
+    """The YAML document in ``p``; ConfigError ``missing`` when there is no such file."""
     if not p.is_file():
-        raise ConfigError(
-            f"{p}: configuration file not found; pass the path to a YAML file "
-            "(see configs/demo.yaml for an example)"
-        )
+        raise ConfigError(missing)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
-    return parse_config(data, str(p))

@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from cenlib.config import load_config, with_cluster
-from cenlib.errors import CenError
-from cenlib.job import STAGES, incomplete, run_job, stages_until
+from cenlib.job import STAGES, exit_code, run_job, stages_until
 
 
 def job_main(
@@ -24,22 +24,10 @@ def job_main(
     if stage is None:
         parser.add_argument("--until", default=STAGES[-1], help=f"last stage: {' | '.join(STAGES)}")
     args = parser.parse_args(argv)
-    try:
+
+    def job() -> dict[str, Any]:
         cfg = with_cluster(load_config(args.config), args.cluster, args.scheduler)
         stages = (stage,) if stage is not None else stages_until(args.until)
-        summary = run_job(cfg, stages=stages)
-    except CenError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "interrupted: finished work is saved; run the same command to resume", file=sys.stderr
-        )
-        return 130
-    why = incomplete(summary)
-    if why:
-        print(f"incomplete: {why}", file=sys.stderr)
-    return 1 if why else 0
+        return run_job(cfg, stages=stages)
+
+    return exit_code(job, lambda kind, message: print(f"{kind}: {message}", file=sys.stderr))

@@ -336,6 +336,33 @@ def incomplete(summary: dict[str, Any]) -> str:
     return "; ".join(why)
 
 
+INTERRUPTED = (
+    "finished work is saved (store shards, prompt parts, answers); run the same command again "
+    "to resume"
+)
+
+
+def exit_code(run: Callable[[], dict[str, Any]], say: Callable[[str, str], None]) -> int:
+    """Call ``run`` (a job) and turn how it ended into the exit code ``cen`` and ``jobs/``
+    share: 0 done, 1 incomplete, 2 not found, a CenError's own code, 130 interrupted; ``say``
+    gets (``error``/``incomplete``/``interrupted``, message) for the user."""
+    try:
+        summary = run()
+    except CenError as e:
+        say("error", str(e))
+        return e.exit_code
+    except FileNotFoundError as e:
+        say("error", str(e))
+        return 2
+    except KeyboardInterrupt:
+        say("interrupted", INTERRUPTED)
+        return 130
+    why = incomplete(summary)
+    if why:
+        say("incomplete", why)
+    return 1 if why else 0
+
+
 def _first_caption(path: Path) -> tuple[str, str] | None:
     if not path.is_file():
         return None

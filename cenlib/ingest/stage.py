@@ -411,6 +411,10 @@ def store_url(cfg: RunConfig) -> str:
     return cfg.ingest.store or str(cfg.output / "dataset.zarr")
 
 
+# Config fields that say where a run wrote and which cluster ran it, not what it made.
+_WHERE: dict[str, Any] = {"cluster": True, "output": True, "ingest": {"store"}}
+
+
 def provenance(cfg: RunConfig, urls: dict[str, str]) -> dict[str, Any]:
     versions = {}
     for pkg in ("cenlib", "zarr", "numpy", "rasterio", "odc-geo", "pystac-client", "dask"):
@@ -418,11 +422,15 @@ def provenance(cfg: RunConfig, urls: dict[str, str]) -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = "unknown"
+    # A source served from the synthetic world is named by the world, not by the loopback port
+    # it happened to be served on this time: that URL is dead once the run ends, and would make
+    # the dataset (card, STAC links) differ from one run of the same config to the next.
+    world = f"world (preset {cfg.world.preset}, seed {cfg.world.seed})"
     return {
         "title": f"ChatEarthNet-style patches: {cfg.name}",
         "sources": {
             name: {
-                "api": urls.get(name, sc.api),
+                "api": world if sc.api == "world" else urls.get(name, sc.api),
                 "collection": sc.collection,
                 "dialect": sc.dialect,
             }
@@ -432,7 +440,7 @@ def provenance(cfg: RunConfig, urls: dict[str, str]) -> dict[str, Any]:
             )
         },
         "software": versions,
-        "config_hash": stable_hash(cfg.model_dump(mode="json", exclude={"cluster"}))[:16],
+        "config_hash": stable_hash(cfg.model_dump(mode="json", exclude=_WHERE))[:16],
     }
 
 

@@ -88,6 +88,9 @@ def test_card_figures_equal_the_data(exported: Path) -> None:
     files.pop(".", None)
     assert _table(exported, "directory") == {k: str(v) for k, v in files.items()}
     assert re.search(r"Config hash `[0-9a-f]{16}`", card)
+    # The sources are named by the world they came from, not by this run's loopback ports.
+    assert "| sentinel2 | world (preset demo, seed 0) | sentinel-2-l2a |" in card
+    assert "127.0.0.1" not in card
     assert "ESA WorldCover" in card and "CC BY 4.0" in card and "Copernicus Sentinel" in card
     front = yaml.safe_load(card.split("---\n")[1])
     assert front["license"] == "cc-by-4.0"

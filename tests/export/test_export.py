@@ -215,7 +215,9 @@ def test_every_format_reads_back(base: Path, tmp_path: Path, dask_client: Client
     for item in items[:3]:
         validate_stac(item.to_dict(include_self_link=False))
         assert Path(item.assets["label"].get_absolute_href() or "").is_file()
-        assert any(link.rel == "derived_from" for link in item.links)
+        # A world run's sources live only while it is served: no links to dead loopback URLs.
+        assert not [link for link in item.links if link.rel in ("derived_from", "source")]
+        assert item.properties["sentinel2_items"] and item.properties["worldcover_items"]
     ds = mlc.Dataset(jsonld=str(root / "croissant.json"))
     rows = {}
     for r in ds.records("patches"):

@@ -61,7 +61,8 @@ def served(demo_world: Path, request: pytest.FixtureRequest) -> Iterator[tuple[F
 
 
 def _same_arrays(a: Path, b: Path) -> None:
-    # All but the root zarr.json, whose provenance names the (per-run) STAC API ports.
+    # All but the root zarr.json, whose provenance names the STAC API URLs each ingest was
+    # given (two loopback servers here).
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.parent != a)
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.parent != b)
     for rel in files:
