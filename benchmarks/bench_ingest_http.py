@@ -5,9 +5,14 @@ the speed-up of concurrency against one read at a time in the same run, and HTTP
 bytes per patch (from the server's log). Each run gets a fresh server (a new port), so no run
 reads what GDAL cached in an earlier one.
 
-Not yet here (issue 14): odc-stac's `load` on the same patches, the minimum request count from
-the tile index, async-tiff. CEN_BENCH_LATENCIES (ms), CEN_BENCH_WORKERS and CEN_BENCH_IO
-(ingest.io_concurrency; comma-separated) choose other runs.
+The minimum the request counts are held against comes from the tile index: the windows ingest
+reads (recorded from a pass over local files with the same tasks) touch a set of COG tiles;
+a reader that fetched each such tile once per shard task, plus one header read per COG per
+task, would make that many requests and send those tiles' bytes (TileByteCounts). GDAL's
+process-wide cache can beat it (a tile shared by two tasks on one worker is fetched once).
+odc-stac's `load` is in bench_ingest_odc.py; async-tiff is not measured yet.
+CEN_BENCH_LATENCIES (ms), CEN_BENCH_WORKERS and CEN_BENCH_IO (ingest.io_concurrency;
+comma-separated) choose other runs.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import rasterio
 from distributed import Client, LocalCluster
+from rasterio.windows import Window
 
 from cenlib.config import RunConfig, parse_config
 from cenlib.grid import Grid
-from cenlib.ingest.stage import ingest_patches
+from cenlib.ingest.read import GDAL_ENV, Readers
+from cenlib.ingest.stage import ingest_patch, ingest_patches, make_tasks, params_from
+from cenlib.ingest.store import StoreSpec
 from cenlib.stac.files import ServeOptions, serve_files
 from cenlib.stac.search import SearchRequest, search
 from cenlib.stac.server import serve_world
@@ -46,6 +55,41 @@ def _inputs(apis: dict[str, str], manifest: dict[str, Any]) -> tuple[list[Any], 
         req = SearchRequest(apis["planetary-computer"], "esa-worldcover", bbox)
         wc += [i.to_dict() for i in search(req).items]
     return keys, list({i["id"]: i for i in s2}.values()), list({i["id"]: i for i in wc}.values())
+
+
+def _minimum(world: Path, manifest: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(patches, tile requests, header requests, tile bytes) a reader needs at least: the
+    distinct COG tiles each shard task's read windows touch, one header per COG per task."""
+    with serve_world(world) as apis:  # local hrefs: the same items, windows and tiles
+        keys, s2, wc = _inputs(apis, manifest)
+    cfg = parse_config({"ingest": {"shard_patches": SHARD}})
+    p = params_from(cfg)
+    spec = StoreSpec("unused", len(keys), SHARD, p.bands, 256, "bench")
+    tiles = headers = nbytes = 0
+    with rasterio.Env(**GDAL_ENV):
+        files: dict[str, Any] = {}
+        for t in make_tasks(keys, s2, wc, spec, p):
+            log: list[tuple[str, Window]] = []
+            with Readers(log) as r:
+                for key, s2i, wci in zip(t.keys, t.s2, t.wc, strict=True):
+                    ingest_patch(r, key, [t.items[i] for i in s2i], [t.items[i] for i in wci], p)
+            touched: set[tuple[str, int, int]] = set()
+            for href, win in log:
+                ds = files.get(href) or files.setdefault(href, rasterio.open(href))
+                bh, bw = ds.block_shapes[0]
+                r0, c0 = int(win.row_off) // bh, int(win.col_off) // bw
+                r1 = (int(win.row_off) + int(win.height) - 1) // bh
+                c1 = (int(win.col_off) + int(win.width) - 1) // bw
+                for i in range(r0, r1 + 1):
+                    for j in range(c0, c1 + 1):
+                        if (href, i, j) not in touched:
+                            touched.add((href, i, j))
+                            nbytes += int(ds.block_size(1, i, j))
+            tiles += len(touched)
+            headers += len({href for href, _ in log})
+        for ds in files.values():
+            ds.close()
+    return len(keys), tiles, headers, nbytes
 
 
 def _run(
@@ -73,6 +117,13 @@ def main() -> None:
     world = Path(tempfile.gettempdir()) / "cen-bench-worlds" / "demo-seed0"
     manifest = ensure_world(world, "demo", 0)
     work = Path(tempfile.mkdtemp(prefix="cen-bench-ingest-http-"))
+    n, tiles, headers, tile_bytes = _minimum(world, manifest)
+    least = (tiles + headers) / n
+    print(
+        f"minimum from the tile index: {tiles / n:.1f} tiles + {headers / n:.1f} headers = "
+        f"{least:.1f} requests and {tile_bytes / n / 2**20:.2f} MiB of tiles per patch "
+        f"({n} patches, {SHARD} per task)"
+    )
     for workers in WORKERS:
         with (
             LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as lc,
@@ -88,7 +139,8 @@ def main() -> None:
                         f"ingest over HTTP, {latency * 1000:.0f} ms, {workers} worker(s), "
                         f"io_concurrency {io:2d}: {n} patches in {s:.1f} s = {n / s:.1f} "
                         f"patches/s (x{base / s:.2f} vs 1); {req / n:.1f} requests and "
-                        f"{nbytes / n / 2**20:.2f} MiB per patch"
+                        f"{nbytes / n / 2**20:.2f} MiB per patch (x{req / n / least:.2f} and "
+                        f"x{nbytes / tile_bytes:.2f} the minimum)"
                     )
     shutil.rmtree(work, ignore_errors=True)
 

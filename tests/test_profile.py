@@ -70,7 +70,9 @@ def test_a_stage_profile_counts_its_tasks_io_and_memory(
 def test_a_stage_with_no_tasks_and_the_table(dask_client: Client, tmp_path: Path) -> None:
     with stage_profile(dask_client, "empty", tmp_path) as prof:
         pass
-    assert prof.figures["tasks"] == 0 and prof.figures["bytes_written"] >= 0
+    f = prof.figures
+    assert (f["tasks"], f["erred"], f["result_bytes"], f["top_tasks"]) == (0, 0, 0, [])
+    assert f["peak_memory"] > 0 and prof.report.is_file()  # the workers are still measured
     table = profile_table({"empty": prof.figures, "x": {"wall": 2.0, "top_activities": [
         [IDLE, 9.0], ["thread-cpu", 1.5]]}}, tmp_path)  # fmt: skip
     from rich.console import Console

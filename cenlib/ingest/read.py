@@ -21,7 +21,6 @@ import datetime as dt
 import functools
 import json
 import logging
-import re
 import threading
 import time
 import urllib.error
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +42,8 @@ from odc.geo.roi import roi_is_empty
 from rasterio.errors import RasterioError
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
+
+from cenlib.stac.signatures import is_masked, is_signed, redact, signature, strip_signature
 
 # GDAL's own advice for COGs on object stores (gdal.org, "Virtual file systems" and "COG").
 GDAL_ENV = {
@@ -56,51 +57,6 @@ GDAL_ENV = {
     "GDAL_HTTP_TIMEOUT": "60",  # ...instead of hanging the task
     "VSI_CACHE": "TRUE",
 }
-
-
-# Query parameters that carry a signature or credential: Azure SAS (the Planetary Computer), S3
-# presigned URLs and the loopback store's own (cenlib.stac.files). Never written anywhere.
-_SECRET_PARAMS = frozenset(
-    {"sv", "ss", "srt", "sp", "se", "st", "spr", "sig", "sr", "si", "sip", "skoid", "sktid"}
-    | {"skt", "ske", "sks", "skv", "sdd", "ses", "token", "exp", "x-amz-algorithm"}
-    | {"x-amz-credential", "x-amz-date", "x-amz-expires", "x-amz-security-token"}
-    | {"x-amz-signature", "x-amz-signedheaders"}
-)
-_QUERY = re.compile(r"\?([^\s#'\"<>,;]*)")
-
-
-def _signature(query: str) -> frozenset[tuple[str, str]]:
-    return frozenset(
-        (k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() in _SECRET_PARAMS
-    )
-
-
-def _keep(query: str) -> str:
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, v) for k, v in pairs if k.lower() not in _SECRET_PARAMS])
-
-
-def strip_signature(href: str) -> str:
-    """`href` without its signature query parameters (the others stay)."""
-    parts = urlsplit(href)
-    if not parts.query:
-        return href
-    return urlunsplit(parts._replace(query=_keep(parts.query)))
-
-
-def redact(text: str) -> str:
-    """`text` with the signature parameters of every query string in it removed (GDAL's messages
-    name the file they failed on, query string and all)."""
-
-    def clean(m: re.Match[str]) -> str:
-        kept = _keep(m.group(1))
-        return f"?{kept}" if kept else ""
-
-    return _QUERY.sub(clean, text)
-
-
-def is_signed(href: str) -> bool:
-    return bool(_signature(urlsplit(href).query))
 
 
 class _Redact(logging.Filter):
@@ -210,10 +166,10 @@ def _sign_by_token_api(href: str) -> str:
     parts = urlsplit(href)
     container = unquote(parts.path).lstrip("/").split("/", 1)[0]
     url = f"{parts.scheme}://{parts.netloc}{TOKEN_API}/{quote(container)}"
-    failed = _signature(parts.query)
+    failed = signature(parts.query)
     with _lock:  # one request for the threads that all met the expiry at once
         tok = _tokens.get(url)
-        if tok is None or _signature(tok.query) == failed or not tok.fresh():
+        if tok is None or signature(tok.query) == failed or not tok.fresh():
             tok = _tokens[url] = _get_token(url)
     return _with_query(href, tok.query)
 
@@ -230,7 +186,7 @@ def _sign_by_planetary_computer(href: str) -> str:
     key = f"{settings.Settings.get().sas_url}/{account}/{container}"
     with _lock:
         tok = sas.TOKEN_CACHE.get(key)
-        if tok is not None and (_signature(tok.token) == _signature(parts.query) or tok.ttl() < 60):
+        if tok is not None and (signature(tok.token) == signature(parts.query) or tok.ttl() < 60):
             sas.TOKEN_CACHE.pop(key, None)
     try:
         return str(planetary_computer.sign_url(strip_signature(href)))
@@ -451,6 +407,27 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
         self.resigns[ref.href] = self.resigns.get(ref.href, 0) + 1
         return True
 
+    def _unmasked(self, ref: AssetRef) -> str:
+        """The href to open for ``ref``: its latest re-signed form, signed now when the stored
+        item had its signature masked (cenlib.stac.signatures); a masking is no refusal, so
+        this is not counted as a re-sign."""
+        with _signing:
+            href = _current.get(ref.href, ref.href)
+            if not is_masked(href):
+                return href
+            try:
+                fresh = resign(href)
+            except SigningError as err:
+                raise AssetReadError(
+                    ref.item_id,
+                    ref.asset,
+                    ref.href,
+                    f"the stored item's signature is masked and signing it afresh by the "
+                    f"{signing_rule(href)} rule failed: {err}; {_fix(signing_rule(href), href)}",
+                ) from err
+            _current[ref.href] = fresh
+            return fresh
+
     def read(self, ref: AssetRef, window: Window) -> npt.NDArray[Any]:
         """Band 1 of the asset in ``window``, retried and re-signed as the class says."""
         attempt = resigned = 0
@@ -470,7 +447,7 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
         if ds is None:
             attempt = resigned = 0
             while True:
-                href = _current.get(ref.href, ref.href)
+                href = self._unmasked(ref)
                 try:
                     ds = rasterio.open(href)
                     break

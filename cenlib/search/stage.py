@@ -20,6 +20,7 @@ from cenlib.errors import CenError
 from cenlib.grid import PatchKey, patch_xy
 from cenlib.io import replace_failures
 from cenlib.stac.search import SearchRequest, search
+from cenlib.stac.signatures import mask_signature
 from cenlib.summary import Summary
 
 SOURCES = ("sentinel2", "worldcover")
@@ -85,6 +86,16 @@ def patch_groups(
         )
         out.append((Aoi(f"{grid}-{zone}-{bx}-{by}", bbox), ks))
     return out
+
+
+def _masked(item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` with the signature of each asset href masked: a catalogue that hands out signed
+    hrefs must not leave its tokens in the run directory (ingest signs them afresh)."""
+    assets = {
+        k: {**a, "href": mask_signature(a["href"])} if "href" in a else a
+        for k, a in item.get("assets", {}).items()
+    }
+    return {**item, "assets": assets}
 
 
 def read_items(folder: Path, source: str) -> list[dict[str, Any]]:
@@ -183,7 +194,7 @@ def run_search(
     for s, its in unique.items():
         with open(folder / f"{s}.ndjson", "w", encoding="utf-8") as f:
             for iid in sorted(its):
-                f.write(json.dumps(its[iid]) + "\n")
+                f.write(json.dumps(_masked(its[iid])) + "\n")
     (folder / "by_group.json").write_text(json.dumps(by_aoi, indent=1) + "\n")
     replace_failures(out, [subdir], failures)  # this stage's own records, nobody else's
     return SearchSummary(

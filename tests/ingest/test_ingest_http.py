@@ -5,6 +5,7 @@ every 2 s, and a truncated COG is a named failure."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,11 @@ from distributed import Client
 from cenlib.config import RunConfig, parse_config
 from cenlib.grid import Grid
 from cenlib.ingest.stage import ingest_patches
+from cenlib.search import read_items, search_patches
 from cenlib.stac.files import Faults, FileServer, ServeOptions, serve_files
 from cenlib.stac.search import SearchRequest, search
 from cenlib.stac.server import serve_world
+from cenlib.stac.signatures import is_masked
 
 DOLOMITES = (11.97, 46.56, 12.03, 46.61)
 Items = list[dict[str, Any]]
@@ -133,6 +136,32 @@ def test_expiring_signatures_are_re_signed_to_the_same_store(
     assert 0 < summary["resigns"] <= c.forbidden, (summary, c)
     assert summary["retries"] == 0, summary
     assert 0 < c.tokens <= summary["resigns"]  # tokens are shared by the hrefs of a container
+
+
+@pytest.mark.parametrize("served", [ServeOptions(token_ttl=TTL)], indirect=True)
+def test_stored_search_results_hold_no_token(
+    served: tuple[FileServer, dict[str, str]],
+    local_store: Path,
+    dask_client: Client,
+    tmp_path: Path,
+) -> None:
+    """The search stage writes the catalogue's signed hrefs with their signatures masked, and
+    ingest from those stored items signs them afresh (before opening, not after a 403)."""
+    fs, apis = served
+    cfg = parse_config({"output": str(tmp_path / "run"), "ingest": {"shard_patches": 8}})
+    keys = list(Grid().covering(DOLOMITES))
+    urls = {"sentinel2": apis["earth-search"], "worldcover": apis["planetary-computer"]}
+    search_patches(cfg, urls, keys, dask_client)
+    stored = {s: read_items(cfg.output / "search", s) for s in ("sentinel2", "worldcover")}
+    hrefs = [a["href"] for its in stored.values() for it in its for a in it["assets"].values()]
+    assert hrefs and all(h.startswith(fs.url) and is_masked(h) for h in hrefs)
+    text = "".join(p.read_text() for p in (cfg.output / "search").iterdir())
+    values = re.findall(r"[?&](?:token|exp|sr)=([^&\"]*)", text)
+    assert values and set(values) == {"redacted"}, "a signature reached the run directory"
+    fs.log.clear()
+    s = ingest_patches(cfg, keys, stored["sentinel2"], stored["worldcover"], urls, dask_client)
+    _same_arrays(local_store, Path(s["store"]))
+    assert s["resigns"] == 0 and fs.counters.forbidden == 0, (s, fs.counters)
 
 
 def test_a_truncated_cog_is_a_named_failure(

@@ -23,12 +23,11 @@ from cenlib.ingest.read import (
     AssetRef,
     Readers,
     expired,
-    redact,
     signing_rule,
-    strip_signature,
 )
 from cenlib.stac import files
 from cenlib.stac.files import ServeOptions, serve_files
+from cenlib.stac.signatures import is_masked, mask_signature, redact, strip_signature
 
 
 def _cog(path: Path) -> np.ndarray:
@@ -193,6 +192,13 @@ def test_signatures_are_stripped_and_the_rule_follows_the_host() -> None:
     assert "SECRET" not in redact(text) and "x.tif, band 1: failed" in redact(text)
     assert strip_signature("/local/x.tif") == "/local/x.tif"
     assert str(AssetReadError("I", "red", local, f"on {local}")).count("SECRET") == 0
+    # Masked for writing: the names stay, the values go, and a reader can tell.
+    masked = mask_signature(local)
+    assert "SECRET" not in masked and "a=1" in masked and "token=redacted" in masked
+    assert is_masked(masked) and not is_masked(local) and not expired(masked)
+    assert strip_signature(masked) == strip_signature(local)
+    assert mask_signature("/local/x.tif") == "/local/x.tif" and not is_masked("/local/x.tif")
+    assert mask_signature("http://h/x.tif?a=1") == "http://h/x.tif?a=1"
 
 
 def test_a_pool_reads_assets_at_once_in_their_order(tmp_path: Path) -> None:
