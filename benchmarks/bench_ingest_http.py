@@ -77,6 +77,26 @@ def record_windows(world: Path, manifest: dict[str, Any]) -> tuple[int, list[Rea
     return len(keys), logs
 
 
+def _tiles(ds: Any, win: Window) -> dict[tuple[int, int], int]:
+    """(row, col) -> bytes of the written tiles of ``ds`` that ``win`` touches (a sparse tile,
+    never written, needs no request; a window may overhang the raster)."""
+    bh, bw = ds.block_shapes[0]
+    rows, cols = -(-ds.height // bh), -(-ds.width // bw)
+    r0, c0 = max(int(win.row_off) // bh, 0), max(int(win.col_off) // bw, 0)
+    r1 = min((int(win.row_off) + int(win.height) - 1) // bh, rows - 1)
+    c1 = min((int(win.col_off) + int(win.width) - 1) // bw, cols - 1)
+    out = {}
+    for i in range(r0, r1 + 1):
+        for j in range(c0, c1 + 1):
+            try:
+                size = int(ds.block_size(1, i, j))
+            except RasterBlockError:
+                size = 0
+            if size:
+                out[(i, j)] = size
+    return out
+
+
 def _minimum(world: Path, manifest: dict[str, Any]) -> tuple[int, dict[str, tuple[int, int]]]:
     """Patches, and the (requests, bytes) a reader needs at least, two ways: ``task`` fetches
     the distinct COG tiles each shard task's read windows touch and one header per COG per
@@ -88,31 +108,18 @@ def _minimum(world: Path, manifest: dict[str, Any]) -> tuple[int, dict[str, tupl
     with rasterio.Env(**GDAL_ENV):
         files: dict[str, Any] = {}
         for log in logs:
-            touched: set[tuple[str, int, int]] = set()
+            touched: dict[tuple[str, int, int], int] = {}
             for href, win in log:
-                ds = files.get(href) or files.setdefault(href, rasterio.open(href))
-                bh, bw = ds.block_shapes[0]
-                rows, cols = -(-ds.height // bh), -(-ds.width // bw)  # a window may overhang
-                r0, c0 = max(int(win.row_off) // bh, 0), max(int(win.col_off) // bw, 0)
-                r1 = min((int(win.row_off) + int(win.height) - 1) // bh, rows - 1)
-                c1 = min((int(win.col_off) + int(win.width) - 1) // bw, cols - 1)
-                for i in range(r0, r1 + 1):
-                    for j in range(c0, c1 + 1):
-                        if (href, i, j) in touched:
-                            continue
-                        try:
-                            size = int(ds.block_size(1, i, j))
-                        except RasterBlockError:  # a sparse tile (not written): no request
-                            size = 0
-                        if size:
-                            touched.add((href, i, j))
-                            everywhere[(href, i, j)] = size
-                            nbytes += size
+                if href not in files:
+                    files[href] = rasterio.open(href)
+                touched |= {(href, i, j): n for (i, j), n in _tiles(files[href], win).items()}
+            everywhere |= touched
             tiles += len(touched)
+            nbytes += sum(touched.values())
             headers += len({href for href, _ in log})
         for ds in files.values():
             ds.close()
-    cogs = len({href for href, _, _ in everywhere})
+    cogs = len({href for log in logs for href, _ in log})  # a header is read even if all sparse
     run = (len(everywhere) + cogs, sum(everywhere.values()))
     return n, {"task": (tiles + headers, nbytes), "run": run}
 

@@ -292,6 +292,20 @@ def _fix(rule: str, href: str) -> str:
     )
 
 
+def _signed(ref: AssetRef, href: str, why: str) -> str:
+    """``href`` signed afresh; a failure names the asset, the signing rule and the fix."""
+    try:
+        return resign(href)
+    except SigningError as err:
+        rule = signing_rule(href)
+        raise AssetReadError(
+            ref.item_id,
+            ref.asset,
+            ref.href,
+            f"{why} by the {rule} rule failed: {err}; {_fix(rule, href)}",
+        ) from err
+
+
 class Readers(contextlib.AbstractContextManager["Readers"]):
     """Open rasterio datasets by href, for the duration of one task.
 
@@ -392,16 +406,9 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
             if _current.get(ref.href, ref.href) != href:  # another reader re-signed it already
                 self._close(ref)
                 return True
-            try:
-                fresh = resign(href)
-            except SigningError as err:
-                raise AssetReadError(
-                    ref.item_id,
-                    ref.asset,
-                    ref.href,
-                    f"{what}: signature refused or expired ({_reason(e)}) and re-signing by the "
-                    f"{rule} rule failed: {err}; {_fix(rule, href)}",
-                ) from err
+            fresh = _signed(
+                ref, href, f"{what}: signature refused or expired ({_reason(e)}) and re-signing"
+            )
             self._close(ref)
             _current[ref.href] = fresh
         self.resigns[ref.href] = self.resigns.get(ref.href, 0) + 1
@@ -415,16 +422,9 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
             href = _current.get(ref.href, ref.href)
             if not is_masked(href):
                 return href
-            try:
-                fresh = resign(href)
-            except SigningError as err:
-                raise AssetReadError(
-                    ref.item_id,
-                    ref.asset,
-                    ref.href,
-                    f"the stored item's signature is masked and signing it afresh by the "
-                    f"{signing_rule(href)} rule failed: {err}; {_fix(signing_rule(href), href)}",
-                ) from err
+            fresh = _signed(
+                ref, href, "the stored item's signature is masked and signing it afresh"
+            )
             _current[ref.href] = fresh
             return fresh
 
