@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import datetime as dt
 import functools
+import hashlib
 import json
 import logging
 import threading
@@ -332,6 +333,7 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
         self._open: dict[str, Any] = {}
         self._opened: dict[str, str] = {}  # href as given -> the (re-signed) href it opened
         self.log = log  # (href, source window) of every read, when given (benchmarks)
+        self.stacks: list[StackRead] | None = None  # every stack read, when set (benchmarks)
         self.retries: dict[str, int] = {}
         self.resigns: dict[str, int] = {}
         self.broken: set[str] = set()
@@ -471,6 +473,26 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
         return ds
 
 
+@dataclass(frozen=True)
+class StackRead:
+    """One :func:`read_stack_onto` call as it read and warped (kept when a benchmark asks)."""
+
+    hrefs: tuple[str, ...]
+    window: Window
+    src: GeoBox  # the source pixels of ``window``
+    src_nodata: float
+    dst: GeoBox
+    nodata: float
+    resampling: str
+    paste: tuple[slice, slice] | None  # where the window lands when no warp is needed
+    digest: str  # sha256 of the pixels the call returned
+
+
+def pixels(a: npt.NDArray[Any]) -> str:
+    """sha256 of an array's shape, type and bytes (to compare reads without keeping them)."""
+    return hashlib.sha256(f"{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest()
+
+
 def _grid_key(g: GeoBox) -> tuple[Any, ...]:
     return (g.shape.yx, tuple(g.affine)[:6], str(g.crs))
 
@@ -514,25 +536,31 @@ def read_stack_onto(
         readers.log.extend((ref.href, window) for ref in refs)
     datas = readers.map(lambda ref: readers.read(ref, window), refs)
     out = np.full((len(refs), *dst.shape.yx), nodata, dtype=first.dtypes[0])
+    src_nodata = first.nodata if first.nodata is not None else nodata
+    part = src[roi.roi_src]
     if paste:
         # Same pixel grid up to a whole-pixel shift: no resampling at all.
         ys, xs = cast(Any, roi.roi_dst)
         out[:, ys, xs] = np.stack(datas)
-        return out
-    src_nodata = first.nodata if first.nodata is not None else nodata
-    part = src[roi.roi_src]
-    # One GDAL warp for the whole stack (odc-geo's rio_reproject warps band by band).
-    reproject(
-        np.stack(datas),
-        out,
-        src_transform=part.affine,
-        src_crs=first.crs,
-        src_nodata=src_nodata,
-        dst_transform=dst.affine,
-        dst_crs=str(dst.crs),
-        dst_nodata=nodata,
-        resampling=Resampling[resampling],
-    )
+    else:
+        # One GDAL warp for the whole stack (odc-geo's rio_reproject warps band by band).
+        reproject(
+            np.stack(datas),
+            out,
+            src_transform=part.affine,
+            src_crs=first.crs,
+            src_nodata=src_nodata,
+            dst_transform=dst.affine,
+            dst_crs=str(dst.crs),
+            dst_nodata=nodata,
+            resampling=Resampling[resampling],
+        )
+    if readers.stacks is not None:
+        at = cast(tuple[slice, slice], tuple(roi.roi_dst)) if paste else None
+        hrefs = tuple(r.href for r in refs)
+        readers.stacks.append(
+            StackRead(hrefs, window, part, src_nodata, dst, nodata, resampling, at, pixels(out))
+        )
     return out
 
 
