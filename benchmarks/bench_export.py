@@ -4,7 +4,8 @@ The benchmark writes a store in the run layout (blue, green, red reflectance and
 maps and images from a `make demo` run when there is one, flipped and rotated at random, else
 random pools) for 1,000 and 10,000 patches on the ChatEarthNet grid, runs analyze, prompt,
 caption (the `rules` captioner) and verify on a 2-worker LocalCluster, then times the export
-twice: ChatEarthNet's layout alone (PNGs + caption files), and every format. It samples the
+three times: ChatEarthNet's layout alone (PNGs + caption files) at the default PNG level (6)
+and at ``export.png_compression: 1``, and every format. It samples the
 largest worker RSS while the export runs (peak worker memory must not grow with the number of
 patches: 10,000 against 1,000) and compares the PNG-only export's patches/s with a plain
 single-process loop that reads each patch and writes its PNGs, in the same run.
@@ -14,13 +15,14 @@ Set CEN_BENCH_PATCHES (comma-separated sizes) to run other sizes.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,19 +126,30 @@ class WorkerPeak:
         self._t.join()
 
 
-def png_loop(url: str, out: Path, n: int) -> float:
-    """Patches/s of a plain loop: read a patch, write its RGB and label PNGs, one process."""
+def png_loop(url: str, out: Path, n: int, start: int = 0) -> float:
+    """Seconds of a plain loop over patches ``start .. start + n``: read a patch, write its RGB
+    and label PNGs, one process."""
     g = open_group(url)
     refl_a, lc_a = array(g, "reflectance"), array(g, "land_cover")
     stretch = measure_stretch(np.stack([np.asarray(refl_a[i]) for i in range(8)]), BANDS, (2, 98))
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    for i in range(n):
+    for i in range(start, start + n):
         (out / f"{i}.png").write_bytes(
             png(to_8bit(np.asarray(refl_a[i]), BANDS, GROUPS["rgb"], stretch))
         )
         (out / f"{i}_label.png").write_bytes(label_png(np.asarray(lc_a[i])))
-    return n / (time.perf_counter() - t)
+    return time.perf_counter() - t
+
+
+def png_loops(url: str, out: Path, n: int) -> tuple[float, float]:
+    """Patches/s of :func:`png_loop` in one process, then in two processes at once (each on
+    its own ``n`` patches): what two cores of this machine give a CPU-bound loop."""
+    one = n / png_loop(url, out, n)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(png_loop, [url] * 2, [out] * 2, [8] * 2))  # start the interpreters
+        two = 2 * n / max(pool.map(png_loop, [url] * 2, [out] * 2, [n] * 2, [0, n]))
+    return one, two
 
 
 def main() -> None:
@@ -162,25 +175,28 @@ def main() -> None:
                 f"{n} patches: store, analysis, prompts, captions, verdicts in "
                 f"{time.perf_counter() - t:.0f} s"
             )
-            for formats in (["chatearthnet"], None):
-                exp = {"formats": formats} if formats else {}
+            for formats, level in ((["chatearthnet"], 6), (["chatearthnet"], 1), (None, 6)):
+                exp: dict[str, Any] = {"formats": formats} if formats else {}
+                exp["png_compression"] = level
                 cfg = parse_config({"output": str(run), "export": exp})
                 with WorkerPeak() as peak:
                     t0 = time.perf_counter()
                     s = run_export(cfg, client)
                     dt = time.perf_counter() - t0
                 name = "PNGs + captions" if formats else "every format"
+                name += "" if level == 6 else f", png_compression {level}"
                 rows.append((n, name, s.exported / dt, peak.peak / 2**20, s.files, s.bytes / 2**20))
                 print(
                     f"  export ({name}): {s.exported} patches in {dt:.1f} s = "
                     f"{s.exported / dt:.0f} patches/s, {s.files} files, {s.bytes / 2**20:.0f} MiB; "
                     f"peak worker RSS {peak.peak / 2**20:.0f} MiB"
                 )
-            loop = png_loop(url, work / "loop", min(n, 500))
+            loop, loops = png_loops(url, work / "loop", min(n // 2, 500))
             png_rate = next(r[2] for r in rows if r[0] == n and r[1] == "PNGs + captions")
             print(
-                f"  plain single-process PNG loop: {loop:.0f} patches/s; export (PNGs + captions) "
-                f"on 2 workers x{png_rate / loop:.2f}"
+                f"  plain PNG loop: {loop:.0f} patches/s in one process, {loops:.0f} in two at "
+                f"once (x{loops / loop:.2f}); export (PNGs + captions) on 2 workers "
+                f"x{png_rate / loop:.2f} the one loop, x{png_rate / loops:.2f} the two"
             )
             shutil.rmtree(work / "loop", ignore_errors=True)
     if len(SIZES) >= 2:

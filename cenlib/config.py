@@ -404,6 +404,13 @@ class ExportConfig(_Record):
     parquet_images: bool = Field(
         False, description="put the RGB and land-cover PNGs in the Parquet rows as bytes"
     )
+    png_compression: int = Field(
+        6,
+        ge=0,
+        le=9,
+        description="zlib level of the PNGs (0-9; pixels are the same at every level): 1 "
+        "encodes about 2.5 times faster than 6 and writes about 15 % more bytes",
+    )
     output: str | None = Field(
         None,
         description="where the export goes: a directory or an fsspec URL (s3://..., gs://...); "

@@ -61,6 +61,7 @@ class Options:
     stretch: dict[str, Any]
     grid: GridConfig
     sources: dict[str, tuple[str, str]]  # sentinel2 / worldcover -> (STAC API, collection)
+    png_level: int = 6  # zlib level of the PNGs
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,11 @@ def export_batch(url: str, out: str, batch: Batch, opts: Options) -> Written:
         refl, lc = np.asarray(refl_a[it.index]), np.asarray(lc_a[it.index])
         rgb = b""
         for name in groups_of(bands):
-            data = png(to_8bit(refl, bands, GROUPS[name], opts.stretch))
+            data = png(to_8bit(refl, bands, GROUPS[name], opts.stretch), opts.png_level)
             rgb = data if name == "rgb" else rgb
             size += sink.write(rec.images[name], data)
             files += 1
-        lab = label_png(lc)
+        lab = label_png(lc, opts.png_level)
         size += sink.write(rec.images["label"], lab)
         files += 1
         samples.append((rec, rgb, lab))

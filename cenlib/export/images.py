@@ -64,18 +64,19 @@ def groups_of(bands: Sequence[str]) -> list[str]:
     return [name for name, g in GROUPS.items() if set(g) <= set(bands)]
 
 
-def png(rgb: npt.NDArray[np.uint8]) -> bytes:
-    """PNG bytes of an ``(y, x, 3)`` uint8 image (deterministic: no timestamps)."""
+def png(rgb: npt.NDArray[np.uint8], level: int = 6) -> bytes:
+    """PNG bytes of an ``(y, x, 3)`` uint8 image at zlib ``level`` (deterministic: no
+    timestamps)."""
     buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, "PNG", optimize=False, compress_level=6)
+    Image.fromarray(rgb, "RGB").save(buf, "PNG", optimize=False, compress_level=level)
     return buf.getvalue()
 
 
-def label_png(classes: npt.NDArray[np.uint8]) -> bytes:
+def label_png(classes: npt.NDArray[np.uint8], level: int = 6) -> bytes:
     """PNG bytes of a ``(y, x)`` map of ChatEarthNet class indices, in its palette (a paletted
     PNG: the class index is the pixel value, the palette gives the colour)."""
     img = Image.fromarray(classes.astype(np.uint8), "P")
     img.putpalette(palette_rgb().reshape(-1).tolist())
     buf = io.BytesIO()
-    img.save(buf, "PNG", optimize=False, compress_level=6)
+    img.save(buf, "PNG", optimize=False, compress_level=level)
     return buf.getvalue()

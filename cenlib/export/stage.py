@@ -287,6 +287,7 @@ def run_export(cfg: RunConfig, client: Client) -> ExportSummary:
         stretch,
         cfg.grid,
         sources,
+        cfg.export.png_compression,
     )
     todo = batches(items, cfg.export.batch, SPLITS)
     token = stable_hash([(b.split, b.part, [i.patch_id for i in b.items]) for b in todo], opts)

@@ -83,6 +83,22 @@ def test_chatearthnet_layout_round_trip(base: Path, tmp_path: Path, dask_client:
     assert all(len(s) == 1 for s in tiles.values())
 
 
+def test_png_compression_changes_bytes_not_pixels(
+    base: Path, tmp_path: Path, dask_client: Client
+) -> None:
+    fast = _cfg(base, tmp_path / "fast", formats=["chatearthnet"], png_compression=1)
+    small = _cfg(base, tmp_path / "small", formats=["chatearthnet"])  # the default, 6
+    run_export(fast, dask_client)
+    run_export(small, dask_client)
+    a, b = fast.output / LAYOUT / "images", small.output / LAYOUT / "images"
+    names = sorted(p.relative_to(a) for p in a.rglob("*.png"))
+    assert names == sorted(p.relative_to(b) for p in b.rglob("*.png")) and names
+    for rel in names:
+        assert np.array_equal(np.asarray(Image.open(a / rel)), np.asarray(Image.open(b / rel)))
+    rgb = [n for n in names if n.parts[0] == "rgb"]
+    assert sum((a / n).stat().st_size for n in rgb) > sum((b / n).stat().st_size for n in rgb)
+
+
 def test_review_decisions_win(base: Path, tmp_path: Path, dask_client: Client) -> None:
     cfg = _cfg(base, tmp_path)
     verdicts = list(read_verdicts(cfg.output))
