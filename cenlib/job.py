@@ -216,6 +216,7 @@ def run_job(
     if prompts_from is not None:
         use_prompts(cfg, prompts_from)
     t0 = time.perf_counter()
+    earlier = earlier_records(out, stages)
     summary: dict[str, Any] = {"name": cfg.name, "output": str(out), "stages": list(stages)}
     wall: dict[str, float] = {}  # seconds per stage, as the job saw them
     summary["wall"] = wall
@@ -280,14 +281,14 @@ def run_job(
                 except ExportError as e:
                     raise JobError(str(e)) from e
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    write_text_atomic(out / "summary.json", json.dumps(as_json(summary), indent=1) + "\n")
+    write_summary(out, summary, earlier)
     if "report" in stages:  # after summary.json: the report shows this run's stage times
         from cenlib.report import run_report
 
         with _timed(wall, "report"), console.status("report: the dataset's figures"):
             summary["report"] = run_report(out)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
-        write_text_atomic(out / "summary.json", json.dumps(as_json(summary), indent=1) + "\n")
+        write_summary(out, summary, earlier)
     print_summary(out, summary, console)
     return summary
 
@@ -314,6 +315,43 @@ def _timed(wall: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         wall[stage] = round(time.perf_counter() - t0, 2)
+
+
+def _keys(stage: str) -> tuple[str, ...]:
+    """A stage's records in the run summary (ingest's includes its search)."""
+    return ("search", "ingest") if stage == "ingest" else (stage,)
+
+
+def earlier_records(out: Path, stages: tuple[str, ...]) -> dict[str, Any]:
+    """What the run's summary.json says of the stages before this command's first: their
+    outputs are still the run's, so their records stay (a stage run again, or one after it,
+    has its record replaced or dropped). Empty when there is no readable summary.json."""
+    try:
+        old = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(old, dict):
+        return {}
+    first = min((STAGES.index(s) for s in stages if s in STAGES), default=0)
+    before = [s for s in STAGES[:first] if any(k in old for k in _keys(s))]
+    keep: dict[str, Any] = {k: old[k] for s in before for k in _keys(s) if k in old}
+    for part in ("wall", "profile"):
+        given = old.get(part)
+        keep[part] = {s: given[s] for s in before if s in given} if isinstance(given, dict) else {}
+    keep["earlier"] = before
+    return keep
+
+
+def write_summary(out: Path, summary: dict[str, Any], earlier: dict[str, Any]) -> None:
+    """``summary.json``: this command's summary, with the records of ``earlier`` stages (see
+    :func:`earlier_records`) before it; ``stages`` names this command's, ``earlier`` the
+    others'."""
+    now = as_json(summary)
+    data = {**{k: v for k, v in earlier.items() if k not in ("wall", "profile")}, **now}
+    for part in ("wall", "profile"):
+        data[part] = {**earlier.get(part, {}), **now.get(part, {})}
+    data["earlier"] = earlier.get("earlier", [])
+    write_text_atomic(out / "summary.json", json.dumps(data, indent=1) + "\n")
 
 
 def as_json(summary: dict[str, Any]) -> dict[str, Any]:

@@ -200,3 +200,47 @@ def test_run_until_prompt_then_caption_those_prompts_in_another_run(
     assert not (second / "plan.parquet").exists()  # nothing but the caption stage ran there
     proc, _ = _run(tmp_path, demo_world, "run", "--until", "publish", name="bad")
     assert proc.returncode == 2 and "--until 'publish' is not a stage" in proc.stderr
+
+
+def test_a_later_command_keeps_the_records_of_the_stages_before_it(tmp_path: Path) -> None:
+    from cenlib.job import earlier_records, write_summary
+
+    first = {
+        "name": "r",
+        "stages": ["plan", "ingest", "analyze", "prompt", "caption", "verify"],
+        "wall": {s: 1.0 for s in ("plan", "ingest", "analyze", "prompt", "caption", "verify")},
+        "profile": {"ingest": {"tasks": 4}, "caption": {"tasks": 2}},
+        "plan": {"patches": 9},
+        "search": {"failed": 0},
+        "ingest": {"ok": 8},
+        "analyze": {"ok": 8},
+        "prompt": {"prompts": 8},
+        "caption": {"captioned": 8},
+        "verify": {"verified": 8},
+        "seconds": 6.0,
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(first))
+    # `cen caption CONFIG`: plan..prompt stay; caption is replaced; verify (of the old
+    # captions) goes.
+    earlier = earlier_records(tmp_path, ("caption",))
+    now = {"name": "r", "stages": ["caption"], "wall": {"caption": 2.0}, "profile": {}}
+    write_summary(tmp_path, {**now, "caption": {"captioned": 7}, "seconds": 2.0}, earlier)
+    got = json.loads((tmp_path / "summary.json").read_text())
+    assert got["stages"] == ["caption"]
+    assert got["earlier"] == ["plan", "ingest", "analyze", "prompt"]
+    assert got["caption"] == {"captioned": 7} and "verify" not in got
+    assert [got[k] for k in ("plan", "search", "ingest", "prompt")] == [
+        first[k] for k in ("plan", "search", "ingest", "prompt")
+    ]
+    assert got["wall"] == {
+        "plan": 1.0,
+        "ingest": 1.0,
+        "analyze": 1.0,
+        "prompt": 1.0,
+        "caption": 2.0,
+    }
+    assert got["profile"] == {"ingest": {"tasks": 4}} and got["seconds"] == 2.0
+    # A run from the plan on starts over; no summary.json (or a broken one) carries nothing.
+    assert earlier_records(tmp_path, ("plan", "ingest"))["earlier"] == []
+    (tmp_path / "summary.json").write_text("{not json")
+    assert earlier_records(tmp_path, ("export",)) == {}

@@ -2,7 +2,7 @@
 
 The export's table (:func:`cenlib.export.read_table`) is required; the verdicts, the review
 decisions and the run summary are optional (a run exported without review has no
-``review.sqlite``; ``summary.json`` names only the stages of the last ``cen`` command).
+``review.sqlite``; ``summary.json``, the latest record of each stage).
 """
 
 from __future__ import annotations

@@ -258,8 +258,9 @@ def stages(rows: list[StageCost], total: float | None) -> Section:
         + figure(figures.png_data_url(figures.stage_times(rows)), "wall time per stage", 550)
         + "</div>"
         + para(
-            "From summary.json, which names the stages of the last `cen` command only; costs "
-            "are what that command spent (captions, repair requests)."
+            "From summary.json: the latest record of each stage, kept from earlier `cen` "
+            "commands until a stage before it runs again; costs are what the stage's command "
+            "spent (captions, repair requests)."
         )
     )
     return Section("stages", "Time and cost per stage", body)
