@@ -15,9 +15,8 @@ from cenlib.io import write_text_atomic
 from cenlib.report import sections
 from cenlib.report.inputs import ReportError, read_inputs
 from cenlib.report.page import document
+from cenlib.report.read import REPORT
 from cenlib.summary import Summary
-
-REPORT = "report.html"
 
 __all__ = ["REPORT", "ReportError", "ReportSummary", "run_report"]
 

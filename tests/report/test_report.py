@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from cenlib.classes import CLASSES
 from cenlib.cli import app
 from cenlib.export import LAYOUT, SPLITS
-from cenlib.report import REPORT, ReportError, ReportSummary, run_report
+from cenlib.report import REPORT, ReportError, ReportSummary, read_figures, run_report
 
 SECTIONS = [
     "overview",
@@ -180,3 +180,16 @@ def test_an_export_elsewhere_is_named(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ReportError) as e:
         run_report(run_dir)
     assert str(moved) in str(e.value) and "export.output" in str(e.value)
+
+
+def test_the_figures_read_back(made: tuple[ReportSummary, Page], tmp_path: Path) -> None:
+    summary, page = made
+    figures = read_figures(Path(summary.path))
+    assert len(figures) == summary.figures
+    assert [f.png for f in figures] == [base64.b64decode(s.split(",", 1)[1]) for s in page.images]
+    assert {f.section for f in figures} <= set(SECTIONS) and "map" in {f.section for f in figures}
+    assert all(f.title for f in figures)
+    with Image.open(io.BytesIO(figures[0].png)) as im:
+        assert im.format == "PNG"
+    with pytest.raises(ReportError, match=r"no report at .*cen report"):
+        read_figures(tmp_path)
