@@ -36,7 +36,6 @@ import asyncio
 import os
 import queue
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,10 +52,9 @@ from rasterio.windows import Window
 
 from cenlib.ingest.read import GDAL_ENV
 from cenlib.stac.files import ServeOptions, serve_files
-from cenlib.world.build import ensure_world
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ingest_http import CONCURRENCY, LATENCIES, ReadLog, record_windows
+from bench_ingest_http import CONCURRENCY, LATENCIES, ReadLog, bench_world, record_windows
 
 TASKS = int(os.environ.get("CEN_BENCH_TASKS", "0")) or None
 Array = npt.NDArray[Any]
@@ -257,8 +255,7 @@ def _line(name: str, n: int, run: tuple[Any, ...], base: tuple[Any, ...]) -> str
 
 
 def main() -> None:
-    world = Path(tempfile.gettempdir()) / "cen-bench-worlds" / "demo-seed0"
-    manifest = ensure_world(world, "demo", 0)
+    world, manifest = bench_world()
     _, logs = record_windows(world, manifest)
     tasks = _relative(world, logs)[:TASKS]
     n = sum(len(t) for t in tasks)

@@ -12,7 +12,8 @@ task, would make that many requests and send those tiles' bytes (TileByteCounts)
 process-wide cache can beat it (a tile shared by two tasks on one worker is fetched once).
 odc-stac's `load` is in bench_ingest_odc.py, async-tiff in bench_ingest_async_tiff.py.
 CEN_BENCH_LATENCIES (ms), CEN_BENCH_WORKERS and CEN_BENCH_IO (ingest.io_concurrency;
-comma-separated) choose other runs.
+comma-separated) choose other runs; CEN_BENCH_PRESET=large reads the large world's full-size
+COGs instead of the demo's (CEN_BENCH_PER_AREA=N: the first N patches of each area).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from cenlib.world.build import ensure_world
 LATENCIES = [float(s) / 1000 for s in os.environ.get("CEN_BENCH_LATENCIES", "0,20,50").split(",")]
 WORKERS = [int(s) for s in os.environ.get("CEN_BENCH_WORKERS", "1,2").split(",")]
 CONCURRENCY = [int(s) for s in os.environ.get("CEN_BENCH_IO", "1,4,16").split(",")]
+PRESET = os.environ.get("CEN_BENCH_PRESET", "demo")  # large: full-size COGs, 8 areas
+PER_AREA = int(os.environ.get("CEN_BENCH_PER_AREA", "0"))  # first patches of each area; 0: all
 SHARD = 16
 ReadLog = list[tuple[str, Window]]  # (href, source window) of each read, in order
 
@@ -51,12 +54,20 @@ def _inputs(apis: dict[str, str], manifest: dict[str, Any]) -> tuple[list[Any], 
     keys, s2, wc = [], [], []
     for a in manifest["areas"]:
         bbox = tuple(a["bbox"])
-        keys += list(Grid().covering(bbox))
+        covering = list(Grid().covering(bbox))
+        keys += covering[:PER_AREA] if PER_AREA else covering
         req = SearchRequest(apis["earth-search"], "sentinel-2-l2a", bbox, cfg.time.interval)
         s2 += [i.to_dict() for i in search(req).items]
         req = SearchRequest(apis["planetary-computer"], "esa-worldcover", bbox)
         wc += [i.to_dict() for i in search(req).items]
     return keys, list({i["id"]: i for i in s2}.values()), list({i["id"]: i for i in wc}.values())
+
+
+def bench_world() -> tuple[Path, dict[str, Any]]:
+    """The world these benchmarks read (``CEN_BENCH_PRESET``, seed 0), built once, and its
+    manifest."""
+    world = Path(tempfile.gettempdir()) / "cen-bench-worlds" / f"{PRESET}-seed0"
+    return world, ensure_world(world, PRESET, 0)
 
 
 def record_windows(world: Path, manifest: dict[str, Any]) -> tuple[int, list[ReadLog]]:
@@ -146,8 +157,7 @@ def _run(
 
 
 def main() -> None:
-    world = Path(tempfile.gettempdir()) / "cen-bench-worlds" / "demo-seed0"
-    manifest = ensure_world(world, "demo", 0)
+    world, manifest = bench_world()
     work = Path(tempfile.mkdtemp(prefix="cen-bench-ingest-http-"))
     n, least = _minimum(world, manifest)
     for how, (req, nbytes) in least.items():

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_ingest_http import _inputs
+from bench_ingest_http import _inputs, bench_world
 from distributed import Client, LocalCluster
 
 from cenlib.config import RunConfig, parse_config
@@ -52,7 +52,6 @@ from cenlib.ingest.stage import assign, ingest_patches
 from cenlib.ingest.store import array, open_group
 from cenlib.stac.files import FileServer, ServeOptions, serve_files
 from cenlib.stac.server import serve_world
-from cenlib.world.build import ensure_world
 
 LATENCIES = [float(s) / 1000 for s in os.environ.get("CEN_BENCH_LATENCIES", "0,20,50").split(",")]
 WORKERS = [int(s) for s in os.environ.get("CEN_BENCH_WORKERS", "1,2").split(",")]
@@ -245,8 +244,7 @@ def _split(traffic: dict[str, tuple[int, int]], n: int) -> str:
 
 
 def main() -> None:
-    world = Path(tempfile.gettempdir()) / "cen-bench-worlds" / "demo-seed0"
-    manifest = ensure_world(world, "demo", 0)
+    world, manifest = bench_world()
     work = Path(tempfile.mkdtemp(prefix="cen-bench-ingest-odc-"))
     rows = []
     plan: list[dict[str, Any]] | None = None
