@@ -7,7 +7,7 @@ the life of one task, so a shard's patches reuse each file handle.
 
 Signed hrefs expire (a Planetary Computer SAS token lasts about an hour; a run can take days).
 A read refused for its signature (HTTP 403, or a failure once the href's expiry has passed) is
-re-signed by the rule of the href's host (:func:`resign`) and tried again; the re-signed href
+re-signed by the rule of the href's host (:mod:`.sign`) and tried again; the re-signed href
 then serves every later read of it in the process. Signatures are stripped from every href and
 message an :class:`AssetReadError` carries, and from rasterio's log records.
 """
@@ -17,22 +17,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import datetime as dt
 import functools
 import hashlib
-import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +39,8 @@ from rasterio.errors import RasterioError
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
-from cenlib.stac.signatures import is_masked, is_signed, redact, signature, strip_signature
+from cenlib.ingest.sign import SigningError, expired, fix, resign, resignable, signing_rule
+from cenlib.stac.signatures import is_masked, redact, strip_signature
 
 # GDAL's own advice for COGs on object stores (gdal.org, "Virtual file systems" and "COG").
 GDAL_ENV = {
@@ -85,134 +81,8 @@ class AssetReadError(RuntimeError):
         self.item_id, self.asset, self.href, self.reason = item_id, asset, href, reason
 
 
-class SigningError(RuntimeError):
-    """A signed href could not be signed afresh (the token API failed or is not there)."""
-
-
-TOKEN_API = "/api/sas/v1/token"  # the Planetary Computer's path, which cenlib.stac.files speaks
-_BLOB_HOST = ".blob.core.windows.net"
-
-
-@dataclass(frozen=True)
-class _Token:
-    query: str  # appended to an href after "?"
-    expiry: float  # epoch seconds
-    lifetime: float  # seconds it was valid for when handed out
-
-    def fresh(self) -> bool:
-        """Worth reusing: more than a quarter of its life (at most a minute) left, as the
-        planetary_computer package keeps a token until a minute before it expires."""
-        return self.expiry - time.time() > min(60.0, self.lifetime / 4)
-
-
-_lock = threading.Lock()
-_tokens: dict[str, _Token] = {}  # token API URL -> the last token it gave (process-wide)
 _current: dict[str, str] = {}  # href as the item gave it -> its latest re-signed form
 _signing = threading.Lock()  # held while an href is re-signed and _current updated
-
-
-def _expiry(query: str) -> float | None:
-    """When a signature expires (epoch seconds), from ``exp`` (the loopback store) or ``se``
-    (Azure SAS); None when the href says nothing."""
-    q = {k.lower(): v for k, v in parse_qsl(query)}
-    try:
-        if "exp" in q:
-            return float(q["exp"])
-        if "se" in q:
-            return dt.datetime.fromisoformat(q["se"].replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-    return None
-
-
-def expired(href: str) -> bool:
-    """The href's signature says it has expired."""
-    when = _expiry(urlsplit(href).query)
-    return when is not None and time.time() >= when
-
-
-def _with_query(href: str, query: str) -> str:
-    parts = urlsplit(strip_signature(href))
-    return urlunsplit(parts._replace(query="&".join(q for q in (parts.query, query) if q)))
-
-
-def _get_token(url: str, attempts: int = 3) -> _Token:
-    """One token from a token API speaking the Planetary Computer's protocol, with retries on
-    5xx and network errors."""
-    why = ""
-    for i in range(attempts):
-        try:
-            with urllib.request.urlopen(url, timeout=20) as r:
-                doc = json.loads(r.read())
-            when = dt.datetime.fromisoformat(str(doc["msft:expiry"]).replace("Z", "+00:00"))
-            query = str(doc["token"]).lstrip("?")
-            expiry = when.timestamp()
-            return _Token(query, expiry, max(0.0, expiry - time.time()))
-        except urllib.error.HTTPError as e:
-            why = f"HTTP {e.code}"
-            if e.code < 500:
-                break
-        except (urllib.error.URLError, OSError) as e:
-            why = str(getattr(e, "reason", e))
-        except (ValueError, KeyError, TypeError) as e:
-            raise SigningError(f"GET {url}: not a token answer ({type(e).__name__}: {e})") from e
-        if i + 1 < attempts:
-            time.sleep(0.25 * 2**i)
-    raise SigningError(f"GET {url}: {why}")
-
-
-def _sign_by_token_api(href: str) -> str:
-    """The store's own rule: a container token from ``<origin>/api/sas/v1/token/<container>``
-    (the first path segment), reused by every href of that container while it is fresh."""
-    parts = urlsplit(href)
-    container = unquote(parts.path).lstrip("/").split("/", 1)[0]
-    url = f"{parts.scheme}://{parts.netloc}{TOKEN_API}/{quote(container)}"
-    failed = signature(parts.query)
-    with _lock:  # one request for the threads that all met the expiry at once
-        tok = _tokens.get(url)
-        if tok is None or signature(tok.query) == failed or not tok.fresh():
-            tok = _tokens[url] = _get_token(url)
-    return _with_query(href, tok.query)
-
-
-def _sign_by_planetary_computer(href: str) -> str:
-    """The planetary_computer package's signing, after dropping its cached token for the
-    container when that token is the one refused (it keeps tokens until a minute is left)."""
-    import planetary_computer
-    from planetary_computer import sas, settings
-
-    parts = urlsplit(href)
-    account = (parts.hostname or "").split(".")[0]
-    container = unquote(parts.path).lstrip("/").split("/", 1)[0]
-    key = f"{settings.Settings.get().sas_url}/{account}/{container}"
-    with _lock:
-        tok = sas.TOKEN_CACHE.get(key)
-        if tok is not None and (signature(tok.token) == signature(parts.query) or tok.ttl() < 60):
-            sas.TOKEN_CACHE.pop(key, None)
-    try:
-        return str(planetary_computer.sign_url(strip_signature(href)))
-    except Exception as e:  # requests' and pydantic's errors: the network or the answer
-        raise SigningError(f"planetary_computer.sign_url: {type(e).__name__}: {e}") from e
-
-
-def signing_rule(href: str) -> str:
-    """Which rule re-signs `href`: by its host, Azure Blob Storage (the Planetary Computer) or
-    any other store with a token API (the catalogue's own, as cenlib.stac.files serves)."""
-    host = urlsplit(href).hostname or ""
-    return "planetary-computer" if host.endswith(_BLOB_HOST) else "token-api"
-
-
-def resign(href: str) -> str:
-    """`href` signed afresh by its host's rule (:func:`signing_rule`); raises SigningError."""
-    if signing_rule(href) == "planetary-computer":
-        return _sign_by_planetary_computer(href)
-    return _sign_by_token_api(href)
-
-
-def _resignable(href: str) -> bool:
-    return href.startswith(("http://", "https://")) and (
-        is_signed(href) or signing_rule(href) == "planetary-computer"
-    )
 
 
 @dataclass(frozen=True)
@@ -280,19 +150,6 @@ def _forbidden(e: BaseException) -> bool:
     return "response code: 403" in _reason(e)
 
 
-def _fix(rule: str, href: str) -> str:
-    if rule == "planetary-computer":
-        return (
-            "check that the Planetary Computer's SAS API is reachable (PC_SDK_SAS_URL, "
-            "PC_SDK_SUBSCRIPTION_KEY)"
-        )
-    origin = "{0.scheme}://{0.netloc}".format(urlsplit(href))
-    return (
-        f"the store must hand out tokens at {origin}{TOKEN_API}/<container>; or search again "
-        "for freshly signed items"
-    )
-
-
 def _signed(ref: AssetRef, href: str, why: str) -> str:
     """``href`` signed afresh; a failure names the asset, the signing rule and the fix."""
     try:
@@ -303,7 +160,7 @@ def _signed(ref: AssetRef, href: str, why: str) -> str:
             ref.item_id,
             ref.asset,
             ref.href,
-            f"{why} by the {rule} rule failed: {err}; {_fix(rule, href)}",
+            f"{why} by the {rule} rule failed: {err}; {fix(rule, href)}",
         ) from err
 
 
@@ -393,7 +250,7 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
     def _resign(self, ref: AssetRef, href: str, n: int, what: str, e: RasterioError) -> bool:
         """Re-sign `href` (what ``ref`` last opened) when its signature is why ``e`` happened,
         so that the caller tries again at once; False when the signature is not the cause."""
-        if not _resignable(href) or not (_forbidden(e) or expired(href)):
+        if not resignable(href) or not (_forbidden(e) or expired(href)):
             return False
         rule = signing_rule(href)
         if n >= RESIGNS:
@@ -402,7 +259,7 @@ class Readers(contextlib.AbstractContextManager["Readers"]):
                 ref.asset,
                 ref.href,
                 f"{what}: refused after {n} re-signs by the {rule} rule ({_reason(e)}); the "
-                f"signature it gives does not grant access: {_fix(rule, href)}",
+                f"signature it gives does not grant access: {fix(rule, href)}",
             ) from e
         with _signing:  # one re-sign per refused href, however many threads it refused
             if _current.get(ref.href, ref.href) != href:  # another reader re-signed it already

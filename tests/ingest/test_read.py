@@ -16,15 +16,8 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from cenlib.ingest.read import (
-    RETRIES,
-    TOKEN_API,
-    AssetReadError,
-    AssetRef,
-    Readers,
-    expired,
-    signing_rule,
-)
+from cenlib.ingest.read import RETRIES, AssetReadError, AssetRef, Readers
+from cenlib.ingest.sign import TOKEN_API, expired, signing_rule
 from cenlib.stac import files
 from cenlib.stac.files import ServeOptions, serve_files
 from cenlib.stac.signatures import is_masked, mask_signature, redact, strip_signature
