@@ -138,7 +138,7 @@ def test_expiring_signatures_are_re_signed_to_the_same_store(
     assert 0 < c.tokens <= summary["resigns"]  # tokens are shared by the hrefs of a container
 
 
-@pytest.mark.parametrize("served", [ServeOptions(token_ttl=TTL)], indirect=True)
+@pytest.mark.parametrize("served", [ServeOptions(token_ttl=600)], indirect=True)
 def test_stored_search_results_hold_no_token(
     served: tuple[FileServer, dict[str, str]],
     local_store: Path,
@@ -146,7 +146,9 @@ def test_stored_search_results_hold_no_token(
     tmp_path: Path,
 ) -> None:
     """The search stage writes the catalogue's signed hrefs with their signatures masked, and
-    ingest from those stored items signs them afresh (before opening, not after a 403)."""
+    ingest from those stored items signs them afresh (before opening, not after a 403). The
+    tokens last 10 minutes, so that none expires during the run however loaded the machine
+    (a masked href opened unsigned would still be refused: its token is "redacted")."""
     fs, apis = served
     cfg = parse_config({"output": str(tmp_path / "run"), "ingest": {"shard_patches": 8}})
     keys = list(Grid().covering(DOLOMITES))
