@@ -28,7 +28,7 @@ from typing import Any
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
-
+from _stages import print_memory_ratio, print_stages
 from bench_export import write_store
 
 from cenlib.config import parse_config
@@ -37,7 +37,6 @@ from cenlib.job import run_job
 SIZES = [int(s) for s in os.environ.get("CEN_BENCH_PATCHES", "4000,16000").split(",")]
 FORMATS = [f for f in os.environ.get("CEN_BENCH_FORMATS", "").split(",") if f]
 STAGES = ("analyze", "prompt", "caption", "verify", "export", "report")
-MIB = 2**20
 
 
 def _run(work: Path, n: int) -> dict[str, Any]:
@@ -58,19 +57,9 @@ def _run(work: Path, n: int) -> dict[str, Any]:
     summary = run_job(cfg, Console(quiet=True), STAGES)
     exported = summary["export"].exported
     print(f"  exported {exported} patches; {summary['seconds']:.0f} s from analyze to report")
-    print(
-        f"  {'stage':<8} {'wall s':>8} {'patches/s':>10} {'tasks':>7} "
-        f"{'peak worker MiB':>16} {'spill MiB':>10}"
-    )
-    prof = summary["profile"]
-    for stage in STAGES:
-        f = prof.get(stage, {"wall": summary["wall"][stage]})
-        print(
-            f"  {stage:<8} {f['wall']:>8.1f} {n / f['wall']:>10.0f} {f.get('tasks', '-'):>7} "
-            f"{f.get('peak_memory', 0) / MIB:>16.0f} {f.get('spill', 0) / MIB:>10.0f}"
-        )
+    prof = print_stages(summary, STAGES, n)
     shutil.rmtree(run, ignore_errors=True)
-    return dict(prof)
+    return prof
 
 
 def main() -> None:
@@ -80,14 +69,7 @@ def main() -> None:
         profiles = {n: _run(work, n) for n in SIZES}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if len(SIZES) >= 2:
-        lo, hi = SIZES[0], SIZES[-1]
-        print(f"peak worker memory, {hi} patches against {lo} (must not grow with the patches):")
-        for stage in STAGES:
-            a = profiles[lo].get(stage, {}).get("peak_memory")
-            b = profiles[hi].get(stage, {}).get("peak_memory")
-            if a and b:
-                print(f"  {stage:<8} {a / MIB:>6.0f} MiB -> {b / MIB:>6.0f} MiB  x{b / a:.2f}")
+    print_memory_ratio(profiles, STAGES)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import yaml
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _stages import print_memory_ratio, print_stages
 
 from cenlib.config import parse_config
 from cenlib.job import STAGES, as_json, run_job
@@ -41,7 +42,6 @@ FORMATS = [f for f in os.environ.get("CEN_BENCH_FORMATS", "").split(",") if f]
 WORLDS = Path(os.environ.get("CEN_BENCH_WORLDS", Path(tempfile.gettempdir()) / "cen-bench-worlds"))
 PRESET = os.environ.get("CEN_BENCH_PRESET", "large")  # e.g. demo, to try the benchmark quickly
 ZOOM = 14
-MIB = 2**20
 
 
 def _config(run: Path, n: int) -> dict[str, Any]:
@@ -73,20 +73,9 @@ def _run(work: Path, n: int) -> dict[str, Any]:
         f"{n} patches asked: {planned} planned, {ingested} ingested, {exported} exported; "
         f"{time.perf_counter() - t:.0f} s for the whole job"
     )
-    print(
-        f"  {'stage':<8} {'wall s':>8} {'patches/s':>10} {'tasks':>7} "
-        f"{'peak worker MiB':>16} {'spill MiB':>10}"
-    )
-    prof = summary["profile"]
-    for stage in STAGES:
-        f = prof.get(stage, {"wall": summary["wall"][stage]})
-        print(
-            f"  {stage:<8} {f['wall']:>8.1f} {planned / f['wall']:>10.1f} "
-            f"{f.get('tasks', '-'):>7} {f.get('peak_memory', 0) / MIB:>16.0f} "
-            f"{f.get('spill', 0) / MIB:>10.0f}"
-        )
+    prof = print_stages(summary, STAGES, planned)
     shutil.rmtree(run, ignore_errors=True)
-    return dict(prof)
+    return prof
 
 
 def main() -> None:
@@ -99,14 +88,7 @@ def main() -> None:
         profiles = {n: _run(work, n) for n in SIZES}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if len(SIZES) >= 2:
-        lo, hi = SIZES[0], SIZES[-1]
-        print(f"peak worker memory, {hi} patches against {lo} (must not grow with the patches):")
-        for stage in STAGES:
-            a = profiles[lo].get(stage, {}).get("peak_memory")
-            b = profiles[hi].get(stage, {}).get("peak_memory")
-            if a and b:
-                print(f"  {stage:<8} {a / MIB:>6.0f} MiB -> {b / MIB:>6.0f} MiB  x{b / a:.2f}")
+    print_memory_ratio(profiles, STAGES)
 
 
 if __name__ == "__main__":
