@@ -505,8 +505,8 @@ def ingest_patches(
         cfg.grid.model_dump(mode="json"),
     )
     spec = StoreSpec(url, len(keys), cfg.ingest.shard_patches, p.bands, cfg.grid.patch_size, fp)
-    g = create_or_open(spec, provenance(cfg, urls), cfg.ingest.replace_foreign)
-    done = done_shards(g)
+    g, created = create_or_open(spec, provenance(cfg, urls), cfg.ingest.replace_foreign)
+    done = set() if created else done_shards(g)
     tasks = make_tasks(keys, s2_items, wc_items, spec, p, cfg.ingest.io_concurrency)
     tasks = [t for t in tasks if t.index not in done]
     if on_start:
@@ -524,15 +524,19 @@ def ingest_patches(
             if on_done:
                 on_done(r)
     seconds = time.perf_counter() - t0
-    status = np.asarray(array(open_group(url), "status")[:])
+    ok = sum(r["ok"] for r in results)
+    if done:  # the shards written before: their patches' status is in the store
+        status = np.asarray(array(open_group(url), "status")[:])
+        rows = np.concatenate([np.arange(*spec.shard_range(i)) for i in sorted(done)])
+        ok += int((status[rows] == "ok").sum())
     return IngestSummary(
         store=url,
         patches=len(keys),
         shards=spec.n_shards,
         shards_skipped=len(done),
         shards_written=len(results),
-        ok=int((status == "ok").sum()),
-        failed=int((status == "failed").sum()),
+        ok=ok,
+        failed=len(keys) - ok,
         bytes_written=sum(r["bytes"] for r in results),
         retries=sum(r.get("retries", 0) for r in results),
         resigns=sum(r.get("resigns", 0) for r in results),
