@@ -8,10 +8,14 @@ Zarr):
 - the *warp* floor reads them and does the same warps: one GDAL warp per patch and band group
   onto the patch's grid (or the same paste, where the grids agree). Issue 14's target is the
   pipeline at most x1.5 this floor.
+
+Each runs with 4 patches per shard task (many small tasks: the store's per-shard costs weigh
+most) and with ingest's default of 16 (``CEN_BENCH_SHARDS`` picks others).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -35,7 +39,7 @@ from cenlib.stac.search import SearchRequest, search
 from cenlib.stac.server import serve_world
 from cenlib.world.build import ensure_world
 
-SHARD = 4
+SHARDS = [int(s) for s in os.environ.get("CEN_BENCH_SHARDS", "4,16").split(",")]
 
 
 def _floor_task(windows: list[tuple[str, Any]]) -> int:
@@ -132,12 +136,12 @@ def main() -> None:
     manifest = ensure_world(world, "demo", 0)
     work = Path(tempfile.mkdtemp(prefix="cen-bench-ingest-"))
     with serve_world(world) as urls:
-        for kind in ("chatearthnet", "utm"):
+        for kind, shard in ((k, s) for k in ("chatearthnet", "utm") for s in SHARDS):
             cfg = parse_config(
                 {
                     "output": str(work / kind),
                     "grid": {"kind": kind},
-                    "ingest": {"shard_patches": SHARD},
+                    "ingest": {"shard_patches": shard},
                 }
             )
             keys, s2, wc = [], [], []
@@ -160,7 +164,7 @@ def main() -> None:
                 ]
             wc = list({i["id"]: i for i in wc}.values())
             p = params_from(cfg)
-            spec = StoreSpec("unused", len(keys), SHARD, p.bands, 256, "bench")
+            spec = StoreSpec("unused", len(keys), shard, p.bands, 256, "bench")
             tasks = make_tasks(keys, s2, wc, spec, p)
             logs, stacks = _record(tasks, p)
             for x in stacks:
@@ -178,7 +182,8 @@ def main() -> None:
                         client, cfg, keys, s2, wc, urls, logs, stacks
                     )
                     print(
-                        f"ingest {kind}, {len(keys)} patches, {n_reads} window reads, "
+                        f"ingest {kind}, {len(keys)} patches, {shard} per task, "
+                        f"{n_reads} window reads, "
                         f"{n_warps} warps, {workers} worker(s): read floor {t_floor:.3f} s, "
                         f"warp floor {t_warp:.3f} s, pipeline {t_pipe:.3f} s "
                         f"({len(keys) / t_pipe:.0f} patches/s): x{t_pipe / t_floor:.2f} the "
@@ -186,7 +191,7 @@ def main() -> None:
                     )
                     if workers == 1:
                         one = t_pipe
-            print(f"ingest {kind}: 2 workers vs 1, speed-up x{one / t_pipe:.2f}")
+            print(f"ingest {kind}, {shard} per task: 2 workers vs 1, speed-up x{one / t_pipe:.2f}")
     shutil.rmtree(work, ignore_errors=True)
 
 
