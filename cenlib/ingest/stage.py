@@ -378,17 +378,24 @@ def ingest_shard(task: ShardTask) -> dict[str, Any]:
     }
 
 
-def assign(keys: list[PatchKey], items: list[Item]) -> list[tuple[int, ...]]:
-    """For each patch, the indices of the items whose footprint meets the patch."""
+def outlines(keys: list[PatchKey]) -> list[shapely.Geometry]:
+    """Each patch's outline in EPSG:4326, as shapely polygons (work them out once per run)."""
+    return [shapely.geometry.shape(k.lonlat_polygon().json) for k in keys]
+
+
+def assign(
+    keys: list[PatchKey], items: list[Item], polys: list[shapely.Geometry] | None = None
+) -> list[tuple[int, ...]]:
+    """For each patch, the indices of the items whose footprint meets the patch (`polys`: the
+    patches' :func:`outlines`, when already known)."""
     if not items:
         return [() for _ in keys]
     tree = shapely.STRtree([shapely.geometry.shape(i["geometry"]) for i in items])
-    out = []
-    for k in keys:
-        poly = shapely.geometry.shape(k.lonlat_polygon().json)
-        hits = tree.query(poly, predicate="intersects")
-        out.append(tuple(sorted(int(h) for h in hits)))
-    return out
+    patch, item = tree.query(outlines(keys) if polys is None else polys, predicate="intersects")
+    out: list[list[int]] = [[] for _ in keys]
+    for p, i in zip(patch.tolist(), item.tolist(), strict=True):
+        out[p].append(i)
+    return [tuple(sorted(x)) for x in out]
 
 
 def params_from(cfg: RunConfig) -> IngestParams:
@@ -469,7 +476,8 @@ def make_tasks(
     p: IngestParams,
     io_concurrency: int = 1,
 ) -> list[ShardTask]:
-    s2_of, wc_of = assign(keys, s2_items), assign(keys, wc_items)
+    polys = outlines(keys)
+    s2_of, wc_of = assign(keys, s2_items, polys), assign(keys, wc_items, polys)
     tasks = []
     for i in range(spec.n_shards):
         a, b = spec.shard_range(i)
