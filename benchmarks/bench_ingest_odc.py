@@ -305,9 +305,10 @@ def main() -> None:
     )
     for workers, latency, o, bo, e, be, b, bb in rows:
         po, pe, pb = o["n"] / o["seconds"], e["n"] / e["seconds"], b["n"] / b["bands_seconds"]
+        vs = f"x{po / pe:.2f}"
         print(
             f"{workers:7d} {latency * 1000:5.0f} ms | {po:7.2f} ({bo:2d}) | "
-            f"{pe:24.2f} ({be:2d}) | {pb:24.2f} ({bb:2d}) | x{po / pe:18.2f} | x{po / pb:.2f}"
+            f"{pe:24.2f} ({be:2d}) | {pb:24.2f} ({bb:2d}) | {vs:>19} | x{po / pb:.2f}"
         )
     print()
     print("HTTP per patch at the best settings: ours | odc-stac everything | odc-stac bands")
