@@ -105,6 +105,7 @@ def test_scene_choice_mosaic_and_independent_read(
     # Re-running skips every shard and changes nothing.
     again = ingest_patches(cfg, keys, s2, wc, world_apis, dask_client)
     assert again["shards_skipped"] == summary["shards"] and again["shards_written"] == 0
+    assert (again["ok"], again["failed"]) == (summary["ok"], summary["failed"])  # from the store
 
 
 def test_utm_grid_southern_hemisphere_is_a_plain_paste(
@@ -284,6 +285,9 @@ def test_killed_run_resumes_to_identical_store(tmp_path: Path, demo_world: Path)
     assert resumed.returncode == 0, out
     s = json.loads((tmp_path / "cut" / "summary.json").read_text())["ingest"]
     assert s["shards_skipped"] == done_before and s["shards_written"] == total - done_before
+    # Its counts add the shards written before (read from the store) to the ones written now.
+    whole = json.loads((tmp_path / "full" / "summary.json").read_text())["ingest"]
+    assert (s["ok"], s["failed"]) == (whole["ok"], whole["failed"]) and s["ok"] > 0
     # Same arrays, byte for byte, as the run that was never interrupted.
     a, b = tmp_path / "full" / "dataset.zarr", tmp_path / "cut" / "dataset.zarr"
     # Every file, the root zarr.json too: its provenance names the world, not the loopback
