@@ -168,11 +168,15 @@ def _create(spec: StoreSpec, attrs: dict[str, Any]) -> None:
     async def create() -> None:
         store, opts = _store_args(spec.url)
         g = await zarr.api.asynchronous.open_group(store=store, mode="w", storage_options=opts)
-        made = await asyncio.gather(
-            *(g.create_array(name, **kw) for name, kw in _arrays(spec).items())
+        layout = _arrays(spec)
+        made = dict(
+            zip(
+                layout,
+                await asyncio.gather(*(g.create_array(n, **kw) for n, kw in layout.items())),
+                strict=True,
+            )
         )
-        band = made[list(_arrays(spec)).index("band")]
-        await band.setitem(slice(None), np.array(spec.bands))
+        await made["band"].setitem(slice(None), np.array(spec.bands))
         await g.update_attributes(
             {
                 **attrs,
