@@ -131,11 +131,29 @@ def _measure(
     return best_of(floor, 3), best_of(warp_floor, 3), best_of(pipeline, 3)
 
 
+def _inputs(
+    kind: str, urls: dict[str, str], manifest: dict[str, Any]
+) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The world's patches on grid `kind`, and the Sentinel-2 and WorldCover items over them."""
+    interval = parse_config({}).time.interval
+    keys, s2, wc = [], [], []
+    for a in manifest["areas"]:
+        bbox = tuple(a["bbox"])
+        keys += list(Grid(kind).covering(bbox))
+        req = SearchRequest(urls["earth-search"], "sentinel-2-l2a", bbox, interval)
+        s2 += [i.to_dict() for i in search(req).items]
+        req = SearchRequest(urls["planetary-computer"], "esa-worldcover", bbox)
+        wc += [i.to_dict() for i in search(req).items]
+    return keys, s2, list({i["id"]: i for i in wc}.values())
+
+
 def main() -> None:
     world = Path(tempfile.gettempdir()) / "cen-bench-worlds" / "demo-seed0"
     manifest = ensure_world(world, "demo", 0)
     work = Path(tempfile.mkdtemp(prefix="cen-bench-ingest-"))
     with serve_world(world) as urls:
+        # Searched once per grid: both shard sizes ingest the same patches from the same items.
+        inputs = {k: _inputs(k, urls, manifest) for k in ("chatearthnet", "utm")}
         for kind, shard in ((k, s) for k in ("chatearthnet", "utm") for s in SHARDS):
             cfg = parse_config(
                 {
@@ -144,25 +162,7 @@ def main() -> None:
                     "ingest": {"shard_patches": shard},
                 }
             )
-            keys, s2, wc = [], [], []
-            for a in manifest["areas"]:
-                bbox = tuple(a["bbox"])
-                keys += list(Grid(kind).covering(bbox))
-                s2 += [
-                    i.to_dict()
-                    for i in search(
-                        SearchRequest(
-                            urls["earth-search"], "sentinel-2-l2a", bbox, cfg.time.interval
-                        )
-                    ).items
-                ]
-                wc += [
-                    i.to_dict()
-                    for i in search(
-                        SearchRequest(urls["planetary-computer"], "esa-worldcover", bbox)
-                    ).items
-                ]
-            wc = list({i["id"]: i for i in wc}.values())
+            keys, s2, wc = inputs[kind]
             p = params_from(cfg)
             spec = StoreSpec("unused", len(keys), shard, p.bands, 256, "bench")
             tasks = make_tasks(keys, s2, wc, spec, p)
